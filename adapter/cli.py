@@ -1,0 +1,122 @@
+"""The ``nvp-adapter`` command: the only place with argv, printing and exit codes.
+
+::
+
+    nvp-adapter serve   [--config FILE] [--listen HOST:PORT] [--upstream URL|embedded]
+    nvp-adapter gateway [--config FILE] [--listen HOST:PORT]
+
+A user's mistake (bad configuration, port in use, unreadable file) prints one line and exits 2;
+there is never a traceback for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from adapter.config import DEMO_MERCHANT, Settings, load_settings, parse_host_port
+from adapter.embedded import EmbeddedGateway, start_http_gateway
+from adapter.errors import ConfigError
+from adapter.server import AdapterServer, format_address, serve
+
+EXIT_CONFIG = 2
+DEFAULT_GATEWAY_LISTEN = "127.0.0.1:8080"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nvp-adapter",
+        description="gRPC front for the Mastercard Payment Gateway Services NVP API.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_cmd = commands.add_parser("serve", help="run the gRPC server")
+    gateway_cmd = commands.add_parser("gateway", help="run the embedded gateway alone, over HTTP")
+    for command in (serve_cmd, gateway_cmd):
+        command.add_argument("--config", metavar="FILE", help="TOML configuration file")
+        command.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
+        command.add_argument(
+            "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        )
+    serve_cmd.add_argument(
+        "--upstream", metavar="URL|embedded", help="gateway base URL, or 'embedded'"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the console script; exits with the command's status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "serve":
+            settings = load_settings(args.config, listen=args.listen, upstream=args.upstream)
+            asyncio.run(serve(settings, _print_first_call))
+        else:
+            settings = load_settings(args.config)
+            asyncio.run(_run_gateway(settings, args.listen or DEFAULT_GATEWAY_LISTEN))
+    except ConfigError as exc:
+        print(f"nvp-adapter: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        sys.exit(130)
+
+
+def _print_first_call(server: AdapterServer) -> None:
+    settings = server.settings
+    upstream = "embedded gateway" if settings.upstream.is_embedded else settings.upstream.url
+    merchant = DEMO_MERCHANT if DEMO_MERCHANT in settings.merchants else next(
+        iter(settings.merchants), DEMO_MERCHANT
+    )
+    print(
+        f"nvp-adapter listening on {server.address} (upstream: {upstream})\n"
+        f"First call, with grpcurl:\n"
+        f"  grpcurl -plaintext -d '{{\"merchant\": \"{merchant}\"}}' {server.address} "
+        f"mpgs.gateway.v1.SessionService/CreateSession\n"
+        f"or with Python (this repository's .venv):\n"
+        f"  .venv/bin/python scripts/first_call.py --target {server.address} "
+        f"--merchant {merchant}\n"
+        f"Stop with Ctrl-C or SIGTERM.",
+        flush=True,
+    )
+
+
+async def _run_gateway(settings: Settings, listen: str) -> None:
+    host, port = _listen_address(listen)
+    accounts = {
+        merchant: creds.password.reveal()
+        for merchant, creds in settings.merchants.items()
+        if creds.password is not None
+    }
+    try:
+        runner, bound = await start_http_gateway(EmbeddedGateway(accounts), host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    address = format_address(host, bound)
+    print(
+        f"embedded gateway listening on http://{address}/api/nvp/version/"
+        f"{settings.upstream.api_version} (merchants: {', '.join(accounts)})",
+        flush=True,
+    )
+    try:
+        await stopping.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _listen_address(listen: str) -> tuple[str, int]:
+    try:
+        return parse_host_port(listen)
+    except ValueError as exc:
+        raise ConfigError(f"--listen {listen!r}: {exc}") from None

@@ -1,0 +1,147 @@
+"""Every error the adapter raises, in one tree. No grpc or aiohttp imports here.
+
+::
+
+    AdapterError
+    ├── ConfigError                  bad configuration, found at start-up
+    ├── RequestInvalid               the caller's request fails the adapter's own validation
+    ├── MerchantNotAllowed           no credentials held for the merchant
+    └── UpstreamError                anything about the call to the gateway
+        ├── GatewayRejected          the gateway answered ``result=ERROR``
+        ├── UpstreamUnavailable      the gateway could not be reached; the request was never sent
+        ├── UpstreamOverloaded       HTTP 429/502/503/504 with no NVP error body
+        ├── UpstreamConnectionLost   the connection broke after the request was sent
+        ├── UpstreamTimeout          no answer in time after the request was sent
+        └── UpstreamProtocolError    the answer is not valid NVP, lacks ``result`` or is too large
+
+``status.py`` turns each of them into one gRPC status; this module only says what happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from adapter import nvp
+
+
+class AdapterError(Exception):
+    """The root of every error the adapter raises on purpose."""
+
+
+class ConfigError(AdapterError):
+    """The configuration cannot be used; the message is one line meant for the operator."""
+
+
+@dataclass(eq=False)
+class RequestInvalid(AdapterError):
+    """The request fails the adapter's own validation; no upstream call was made.
+
+    ``field`` is the proto field path the caller can fix, e.g. ``merchant`` or
+    ``extra_fields[order.id]``.
+    """
+
+    field: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.description}"
+
+
+@dataclass(eq=False)
+class MerchantNotAllowed(AdapterError):
+    """The adapter holds no credentials for this merchant."""
+
+    merchant: str
+
+    def __str__(self) -> str:
+        return f"no credentials are configured for merchant {self.merchant!r}"
+
+
+@dataclass(eq=False)
+class UpstreamError(AdapterError):
+    """Something went wrong talking to the gateway.
+
+    ``attempts`` counts the upstream attempts made for the call, the failing one included.
+    """
+
+    attempts: int = field(default=1, kw_only=True)
+
+
+@dataclass(eq=False)
+class GatewayRejected(UpstreamError):
+    """The gateway answered ``result=ERROR``; ``fields`` is its whole answer, verbatim."""
+
+    http_status: int
+    fields: Mapping[str, str]
+
+    @property
+    def cause(self) -> str:
+        return self.fields.get(nvp.ERROR_CAUSE, "")
+
+    @property
+    def field(self) -> str:
+        return self.fields.get(nvp.ERROR_FIELD, "")
+
+    @property
+    def explanation(self) -> str:
+        return self.fields.get(nvp.ERROR_EXPLANATION, "")
+
+    def __str__(self) -> str:
+        where = f" on {self.field}" if self.field else ""
+        return f"gateway error {self.cause or '(no cause)'}{where} (HTTP {self.http_status})"
+
+
+@dataclass(eq=False)
+class UpstreamUnavailable(UpstreamError):
+    """The gateway could not be reached (refused, DNS, TLS, connect timeout): never sent."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"gateway unreachable: {self.reason}"
+
+
+@dataclass(eq=False)
+class UpstreamOverloaded(UpstreamError):
+    """The gateway's front answered 429/502/503/504 with no NVP error body.
+
+    ``retry_after`` holds the ``Retry-After`` advice in seconds where one was given.
+    """
+
+    http_status: int
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        return f"gateway answered HTTP {self.http_status} without an NVP body"
+
+
+@dataclass(eq=False)
+class UpstreamConnectionLost(UpstreamError):
+    """The connection was reset or closed after the request was sent: the outcome is unknown."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"connection to the gateway lost after the request was sent: {self.reason}"
+
+
+@dataclass(eq=False)
+class UpstreamTimeout(UpstreamError):
+    """No complete answer came in time after the request was sent: the outcome is unknown."""
+
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"no answer from the gateway within {self.seconds:.3g}s"
+
+
+@dataclass(eq=False)
+class UpstreamProtocolError(UpstreamError):
+    """The gateway's answer is not usable NVP (bad encoding, no ``result``, over the size cap)."""
+
+    reason: str
+    http_status: int = 0
+
+    def __str__(self) -> str:
+        return f"unusable answer from the gateway: {self.reason}"

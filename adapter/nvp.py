@@ -1,0 +1,79 @@
+"""The NVP codec: form-encoded ``name=value`` pairs joined by ``&``. Pure, no I/O.
+
+>>> encode({"merchant": "M1", "correlationId": "a&b=c"})
+b'merchant=M1&correlationId=a%26b%3Dc'
+>>> decode(b"result=SUCCESS&session.id=S1")
+{'result': 'SUCCESS', 'session.id': 'S1'}
+
+Encoding is ``application/x-www-form-urlencoded`` in UTF-8, so ``&``, ``=``, ``+``, ``%`` and any
+Unicode in a name or value are data, never syntax. Decoding is strict: a bad percent-escape, bytes
+that are not UTF-8, a pair with no ``=`` or no name, or an empty body raise ``NvpDecodeError``.
+A name given twice keeps its last value, as the gateway's official clients do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import quote_plus
+
+CONTENT_TYPE = "application/x-www-form-urlencoded; charset=UTF-8"
+
+# Wire names every NVP operation shares; the names of modelled fields come from the proto.
+API_OPERATION = "apiOperation"
+API_USERNAME = "apiUsername"
+API_PASSWORD = "apiPassword"
+MERCHANT = "merchant"
+RESULT = "result"
+RESULT_ERROR = "ERROR"
+USERNAME_PREFIX = "merchant."
+MERCHANT_ID = re.compile(r"[0-9A-Za-z_-]{1,12}")
+"""What the gateway accepts as a merchant identifier."""
+ERROR_CAUSE = "error.cause"
+ERROR_EXPLANATION = "error.explanation"
+ERROR_FIELD = "error.field"
+ADAPTER_OWNED = frozenset({API_OPERATION, API_USERNAME, API_PASSWORD})
+"""Names only the adapter fills: a gateway complaint about one of them is the adapter's fault."""
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+class NvpDecodeError(ValueError):
+    """The bytes are not a valid NVP body; the message says why, without echoing the body."""
+
+
+def encode(fields: Mapping[str, str]) -> bytes:
+    """Form-encode ``fields`` in UTF-8, in the mapping's order.
+
+    Lone surrogates cannot be encoded in UTF-8 and raise ``UnicodeEncodeError``; protobuf strings
+    never hold them.
+    """
+    return "&".join(
+        f"{quote_plus(name, safe='')}={quote_plus(value, safe='')}" for name, value in fields.items()
+    ).encode("ascii")
+
+
+def decode(body: bytes) -> dict[str, str]:
+    """Decode an NVP body strictly into a dict; the last value of a repeated name wins."""
+    if not body:
+        raise NvpDecodeError("empty body")
+    fields: dict[str, str] = {}
+    for index, pair in enumerate(body.split(b"&")):
+        name, sep, value = pair.partition(b"=")
+        if not sep:
+            raise NvpDecodeError(f"pair {index} has no '='")
+        if not name:
+            raise NvpDecodeError(f"pair {index} has an empty name")
+        fields[_unquote(name, index)] = _unquote(value, index)
+    return fields
+
+
+def _unquote(raw: bytes, index: int) -> str:
+    if _BAD_ESCAPE.search(raw):
+        raise NvpDecodeError(f"pair {index} has a malformed percent-escape")
+    unescaped = _ESCAPE.sub(lambda m: bytes((int(m[1], 16),)), raw.replace(b"+", b" "))
+    try:
+        return unescaped.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NvpDecodeError(f"pair {index} is not valid UTF-8") from None

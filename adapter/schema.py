@@ -1,0 +1,218 @@
+"""NVP names derived from the proto, once, at import time.
+
+The proto is the single source of names: a field's NVP name is its JSON name, a nested message
+adds a dotted prefix (``session.updateStatus``), an enum value's NVP text is its name minus the
+enum's prefix (``RESULT_SUCCESS`` -> ``SUCCESS``), and the ``apiOperation`` of an RPC is its name
+in upper snake case (``CreateSession`` -> ``CREATE_SESSION``). Nothing here is written per
+operation; ``Operation.for_method`` builds everything from the service descriptor.
+
+>>> op = OPERATIONS["CreateSession"]
+>>> op.api_operation
+'CREATE_SESSION'
+>>> sorted(op.response.names)
+['correlationId', 'merchant', 'result', 'session.id', 'session.updateStatus', 'session.version']
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+
+from adapter import nvp
+from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2, session_service_pb2
+from adapter.errors import RequestInvalid
+
+EXTRA_FIELDS = "extra_fields"
+"""The map field, in requests and responses, that carries NVP fields the proto does not model."""
+
+MAX_NAME_LENGTH = 100
+_NVP_NAME = re.compile(r"[A-Za-z0-9]+(\[[0-9]+\])?(\.[A-Za-z0-9]+(\[[0-9]+\])?)*")
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """One scalar proto field reachable from a message, and how its value reads on the wire."""
+
+    path: tuple[str, ...]  # proto field names from the top message down to the scalar
+    enum_by_text: Mapping[str, int] | None  # NVP text -> enum number, None for strings
+    text_by_enum: Mapping[int, str] | None
+
+    @property
+    def proto_path(self) -> str:
+        return ".".join(self.path)
+
+
+def _enum_texts(enum: EnumDescriptor) -> dict[str, int]:
+    zero = enum.values_by_number[0].name
+    if not zero.endswith("_UNSPECIFIED"):
+        raise TypeError(f"enum {enum.full_name} needs an _UNSPECIFIED zero value")
+    prefix = zero.removesuffix("UNSPECIFIED")
+    return {v.name.removeprefix(prefix): v.number for v in enum.values if v.number != 0}
+
+
+def _leaves(message: Descriptor, prefix: str, path: tuple[str, ...]) -> dict[str, _Leaf]:
+    leaves: dict[str, _Leaf] = {}
+    for field in message.fields:
+        if field.name == EXTRA_FIELDS:
+            continue
+        name, where = prefix + field.json_name, (*path, field.name)
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            leaves.update(_leaves(field.message_type, name + ".", where))
+        elif field.type == FieldDescriptor.TYPE_ENUM:
+            by_text = _enum_texts(field.enum_type)
+            leaves[name] = _Leaf(
+                where,
+                MappingProxyType(by_text),
+                MappingProxyType({n: t for t, n in by_text.items()}),
+            )
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            leaves[name] = _Leaf(where, None, None)
+        else:  # a new kind of field needs a decision on its wire form, not a silent guess
+            raise TypeError(f"{field.full_name}: no NVP form defined for this field type")
+    return leaves
+
+
+class MessageSchema:
+    """The NVP view of one proto message: which names it models and how to convert values."""
+
+    def __init__(self, descriptor: Descriptor, prefix: str = "") -> None:
+        self.descriptor = descriptor
+        self.message_class: type[Message] = GetMessageClass(descriptor)
+        self._leaves = _leaves(descriptor, prefix, ())
+        self.names = frozenset(self._leaves)
+        self.has_extra_fields = EXTRA_FIELDS in descriptor.fields_by_name
+        self._proto_path_by_name = {name: leaf.proto_path for name, leaf in self._leaves.items()}
+
+    def proto_path(self, name: str) -> str | None:
+        """The proto field path (``session.update_status``) behind an NVP name, if modelled."""
+        return self._proto_path_by_name.get(name)
+
+    def parse(self, fields: Mapping[str, str]) -> tuple[Message, dict[str, str]]:
+        """Build the message from NVP fields; return it with every pair it could not hold.
+
+        An enum text the proto lacks leaves the field at ``_UNSPECIFIED`` and keeps the raw text
+        among the leftovers under its NVP name. Where the message has ``extra_fields``, the
+        leftovers are stored there too, so nothing the gateway said is dropped.
+        """
+        message = self.message_class()
+        leftovers: dict[str, str] = {}
+        for name, value in fields.items():
+            leaf = self._leaves.get(name)
+            if leaf is None:
+                leftovers[name] = value
+                continue
+            target: Any = message
+            for step in leaf.path[:-1]:
+                target = getattr(target, step)
+            if leaf.enum_by_text is None:
+                setattr(target, leaf.path[-1], value)
+            elif (number := leaf.enum_by_text.get(value)) is not None:
+                setattr(target, leaf.path[-1], number)
+            else:
+                leftovers[name] = value
+        if self.has_extra_fields:
+            getattr(message, EXTRA_FIELDS).update(leftovers)
+        return message, leftovers
+
+    def render(self, message: Message) -> dict[str, str]:
+        """The NVP pairs of the message's set, non-empty modelled fields (``extra_fields`` aside)."""
+        fields: dict[str, str] = {}
+        for name, leaf in self._leaves.items():
+            value: Any = message
+            for step in leaf.path:
+                value = getattr(value, step)
+            if leaf.text_by_enum is not None:
+                if value:
+                    fields[name] = leaf.text_by_enum[value]
+            elif value:
+                fields[name] = value
+        return fields
+
+
+def _upper_snake(name: str) -> str:
+    return _CAMEL_HUMP.sub("_", name).upper()
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One RPC and its NVP operation, derived from the method descriptor."""
+
+    rpc_name: str
+    api_operation: str
+    request: MessageSchema
+    response: MessageSchema
+    reserved: frozenset[str]  # names a caller may not set through extra_fields
+
+    @classmethod
+    def for_method(cls, method: MethodDescriptor) -> Operation:
+        request = MessageSchema(method.input_type)
+        return cls(
+            rpc_name=method.name,
+            api_operation=_upper_snake(method.name),
+            request=request,
+            response=MessageSchema(method.output_type),
+            reserved=nvp.ADAPTER_OWNED | {nvp.MERCHANT} | request.names,
+        )
+
+    def encode_request(self, message: Message) -> dict[str, str]:
+        """The NVP fields for a request (credentials aside), after checking ``extra_fields``.
+
+        Raises ``RequestInvalid`` for a malformed merchant, and naming ``extra_fields[<key>]``
+        for a key that is not an NVP name or that the adapter or a modelled field owns.
+        """
+        fields = {nvp.API_OPERATION: self.api_operation, **self.request.render(message)}
+        if not nvp.MERCHANT_ID.fullmatch(fields.get(nvp.MERCHANT, "")):
+            raise RequestInvalid(
+                self.request.proto_path(nvp.MERCHANT) or nvp.MERCHANT,
+                "required: 1 to 12 characters of 0-9 a-z A-Z - _",
+            )
+        if self.request.has_extra_fields:
+            for key, value in getattr(message, EXTRA_FIELDS).items():
+                check_extra_key(key, self.reserved)
+                fields[key] = value
+        return fields
+
+    def decode_response(self, fields: Mapping[str, str]) -> Message:
+        """The typed response for a successful NVP answer."""
+        message, _ = self.response.parse(fields)
+        return message
+
+    def field_path(self, nvp_name: str, request: Message) -> str:
+        """Where in the request the caller set an NVP field, for a FieldViolation.
+
+        The proto path of a modelled field, ``extra_fields[<name>]`` for an extra field, else
+        the NVP name itself.
+        """
+        if (path := self.request.proto_path(nvp_name)) is not None:
+            return path
+        if self.request.has_extra_fields and nvp_name in getattr(request, EXTRA_FIELDS):
+            return f"{EXTRA_FIELDS}[{nvp_name}]"
+        return nvp_name
+
+
+def check_extra_key(key: str, reserved: frozenset[str]) -> None:
+    """Refuse an ``extra_fields`` key that is not an NVP name or that is not the caller's."""
+    where = f"{EXTRA_FIELDS}[{key}]"
+    if len(key) > MAX_NAME_LENGTH or not _NVP_NAME.fullmatch(key):
+        raise RequestInvalid(
+            where,
+            "must be an NVP name: letters and digits in dot-separated segments, each with an "
+            f"optional [n] index, at most {MAX_NAME_LENGTH} characters",
+        )
+    if key in reserved:
+        raise RequestInvalid(where, f"{key!r} is set by the adapter or by a modelled field")
+
+
+SESSION_SERVICE = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"]
+OPERATIONS: Mapping[str, Operation] = MappingProxyType(
+    {m.name: Operation.for_method(m) for m in SESSION_SERVICE.methods}
+)
+GATEWAY_ERROR = MessageSchema(gateway_error_pb2.GatewayError.DESCRIPTOR, prefix="error.")

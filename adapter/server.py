@@ -1,0 +1,164 @@
+"""Build, bind, serve and stop the gRPC server.
+
+>>> async with AdapterServer(load_settings()) as server:  # doctest: +SKIP
+...     print(server.address)
+...     await server.stop()
+
+The server carries ``SessionService``, ``grpc.health.v1.Health`` (SERVING once started, NOT_SERVING
+from the moment it starts to stop) and server reflection. Stopping refuses new calls, lets calls in
+flight finish within the grace period, then closes the upstream pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from adapter.config import Settings, parse_host_port
+from adapter.embedded import EmbeddedGateway
+from adapter.errors import ConfigError
+from adapter.schema import SESSION_SERVICE
+from adapter.service import SessionService
+from adapter.upstream import EmbeddedTransport, HttpTransport, Transport, UpstreamClient
+
+log = logging.getLogger("adapter.server")
+
+SERVICE_NAMES = (SESSION_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
+
+
+def build_transport(settings: Settings) -> Transport:
+    """The embedded gateway in-process, or the HTTP client for a real gateway URL."""
+    if settings.upstream.is_embedded:
+        accounts = {
+            merchant: creds.password.reveal()
+            for merchant, creds in settings.merchants.items()
+            if creds.password is not None
+        }
+        return EmbeddedTransport(EmbeddedGateway(accounts), settings.upstream.api_version)
+    return HttpTransport(settings.upstream)
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with IPv6 hosts in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class AdapterServer:
+    """The adapter's gRPC server as one ``async with`` resource."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.health = health.aio.HealthServicer()
+        self.address = ""
+        self.port = 0
+        self._client: UpstreamClient | None = None
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        """Bind and start serving; raise ``ConfigError`` if the address cannot be used."""
+        server_settings = self.settings.server
+        host, port = parse_host_port(server_settings.listen)
+        limit = server_settings.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
+        )
+        try:
+            bound = server.add_insecure_port(format_address(host, port))
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise ConfigError(
+                f"cannot listen on {server_settings.listen}: address in use or not available"
+            )
+        self._client = UpstreamClient(
+            build_transport(self.settings), self.settings.upstream, self.settings.merchants
+        )
+        session_service_pb2_grpc.add_SessionServiceServicer_to_server(
+            SessionService(self._client), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        await server.start()
+        self._server, self.port = server, bound
+        self.address = format_address(host, bound)
+        for service in ("", SESSION_SERVICE.full_name):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("listening on %s (%s)", self.address, self.settings.describe())
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING, refuse new calls, finish calls in flight, close the pool.
+
+        ``grace`` defaults to the configured grace period; 0 cancels calls in flight at once.
+        Safe to call twice; a second call with ``grace=0`` cuts a graceful stop short.
+        """
+        server, client = self._server, self._client
+        if server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        await server.stop(self.settings.server.grace_seconds if grace is None else grace)
+        self._server = None
+        if client is not None:
+            self._client = None
+            await client.aclose()
+        log.info("stopped")
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def __aenter__(self) -> AdapterServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def serve(settings: Settings, on_ready: Callable[[AdapterServer], None]) -> None:
+    """Run until SIGTERM or SIGINT: the first stops gracefully, a second stops at once."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    server = AdapterServer(settings)
+    hard_stop: list[asyncio.Task[None]] = []
+
+    def on_signal() -> None:
+        if not stopping.is_set():
+            log.info("signal received: stopping gracefully (send it again to stop at once)")
+            stopping.set()
+        elif not hard_stop:
+            log.info("second signal: stopping at once")
+            hard_stop.append(loop.create_task(server.stop(grace=0)))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    try:
+        await server.start()
+        on_ready(server)
+        await stopping.wait()
+        await server.stop()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        with contextlib.suppress(Exception):
+            await server.stop(grace=0)
+        for task in hard_stop:
+            await task

@@ -1,0 +1,268 @@
+"""The call to the gateway: credentials, encoding, one HTTP exchange, and what the answer means.
+
+``UpstreamClient`` is transport-agnostic; a ``Transport`` moves bytes. ``HttpTransport`` is the
+real one on aiohttp (one ``ClientSession`` per process, a bounded keep-alive pool, TLS verified),
+and the one place where aiohttp, OS and timeout errors become the adapter's own
+(``_translate_errors``). ``EmbeddedTransport`` hands the bytes to the in-process gateway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import ssl
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+from urllib.parse import quote_plus
+
+import aiohttp
+
+from adapter import nvp
+from adapter.config import MerchantCredentials, UpstreamSettings
+from adapter.embedded import EmbeddedGateway
+from adapter.errors import (
+    GatewayRejected,
+    MerchantNotAllowed,
+    UpstreamConnectionLost,
+    UpstreamOverloaded,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
+_REQUEST_HEADERS = {"Content-Type": nvp.CONTENT_TYPE, "Accept": "*/*"}
+
+
+@dataclass(frozen=True, slots=True)
+class RawReply:
+    """An HTTP answer as received: status, the one header the adapter reads, and the body."""
+
+    status: int
+    body: bytes
+    retry_after: str | None = None
+
+
+class Transport(Protocol):
+    """Moves one encoded NVP request to the gateway and brings back its raw answer."""
+
+    async def post(self, body: bytes, timeout: float) -> RawReply:
+        """Send ``body``; raise only the adapter's own errors; give up after ``timeout`` s."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release every connection; safe to call twice."""
+        ...
+
+
+class EmbeddedTransport:
+    """Hands the request to the in-process embedded gateway: no socket, same bytes."""
+
+    def __init__(self, gateway: EmbeddedGateway, api_version: int) -> None:
+        self._gateway = gateway
+        self._version = str(api_version)
+
+    async def post(self, body: bytes, timeout: float) -> RawReply:  # noqa: ARG002 (answers at once)
+        reply = self._gateway.handle(self._version, body)
+        return RawReply(reply.status, reply.body)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def build_ssl_context(settings: UpstreamSettings) -> ssl.SSLContext:
+    """Verification always on; an optional CA bundle and client certificate."""
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    if settings.client_cert_file:
+        context.load_cert_chain(settings.client_cert_file, settings.client_key_file)
+    return context
+
+
+class HttpTransport:
+    """POSTs to ``{url}/api/nvp/version/{N}`` over one pooled aiohttp ``ClientSession``.
+
+    Create it inside the running event loop; close it with ``aclose``.
+    """
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        self._endpoint = settings.endpoint()
+        self._connect_timeout = settings.connect_timeout_seconds
+        self._max_bytes = settings.max_response_bytes
+        connector = aiohttp.TCPConnector(
+            limit=settings.pool_size,
+            ssl=build_ssl_context(settings),
+            keepalive_timeout=30,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            skip_auto_headers=("User-Agent",),
+            headers={"User-Agent": "nvp-adapter"},
+        )
+
+    async def post(self, body: bytes, timeout: float) -> RawReply:
+        limits = aiohttp.ClientTimeout(total=timeout, connect=min(self._connect_timeout, timeout))
+        with _translate_errors(timeout):
+            async with self._session.post(
+                self._endpoint, data=body, headers=_REQUEST_HEADERS, timeout=limits
+            ) as response:
+                data = await self._read_capped(response)
+                return RawReply(response.status, data, response.headers.get("Retry-After"))
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        declared = response.content_length
+        if declared is None or declared <= self._max_bytes:
+            data = bytearray()
+            while len(data) <= self._max_bytes:
+                chunk = await response.content.read(self._max_bytes + 1 - len(data))
+                if not chunk:
+                    return bytes(data)
+                data += chunk
+        response.close()  # the rest of the body is not wanted: the connection is not reused
+        raise UpstreamProtocolError(
+            f"response body over the {self._max_bytes}-byte cap", http_status=response.status
+        )
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+# Most specific first: ClientConnectorError is itself a ClientOSError, and the certificate and
+# SSL errors are ClientConnectorErrors. ``sent`` says whether the request may have left.
+_NOT_SENT: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,  # refused, DNS, TLS handshake and certificate errors
+    aiohttp.ConnectionTimeoutError,  # the connect timeout, before anything was written
+    aiohttp.ClientSSLError,
+)
+_LOST: tuple[type[BaseException], ...] = (
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientPayloadError,  # body cut short (Content-Length larger than sent, bad chunking)
+    aiohttp.ClientOSError,  # reset by peer and friends, after the connection was made
+)
+
+
+@contextlib.contextmanager
+def _translate_errors(timeout: float) -> Iterator[None]:
+    """The one place where aiohttp, OS and timeout errors become the adapter's own."""
+    try:
+        yield
+    except _NOT_SENT as exc:
+        raise UpstreamUnavailable(_describe(exc)) from exc
+    except _LOST as exc:
+        raise UpstreamConnectionLost(_describe(exc)) from exc
+    except TimeoutError as exc:  # aiohttp's read timeouts subclass it; so does the total timeout
+        raise UpstreamTimeout(timeout) from exc
+    except aiohttp.ClientResponseError as exc:  # a malformed status line or headers
+        raise UpstreamProtocolError(f"malformed HTTP response: {exc.message}") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamConnectionLost(_describe(exc)) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def interpret(reply: RawReply) -> dict[str, str]:
+    """The gateway's fields for a successful answer; raise for every other kind of answer."""
+    try:
+        fields: dict[str, str] | None = nvp.decode(reply.body)
+        problem = "no result field"
+    except nvp.NvpDecodeError as exc:
+        fields, problem = None, f"not valid NVP ({exc})"
+    if fields is None or nvp.RESULT not in fields:
+        if reply.status in RETRYABLE_HTTP_STATUSES:
+            raise UpstreamOverloaded(reply.status, retry_after=parse_retry_after(reply.retry_after))
+        raise UpstreamProtocolError(f"HTTP {reply.status}, {problem}", http_status=reply.status)
+    if fields[nvp.RESULT] == nvp.RESULT_ERROR:
+        raise GatewayRejected(reply.status, fields)
+    return fields
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class UpstreamClient:
+    """Sends one NVP operation for a merchant, with the adapter's own credentials.
+
+    >>> async with UpstreamClient(transport, settings, merchants) as client:  # doctest: +SKIP
+    ...     fields = await client.call({"apiOperation": "CREATE_SESSION", "merchant": "M1"})
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        settings: UpstreamSettings,
+        merchants: Mapping[str, MerchantCredentials],
+    ) -> None:
+        self._transport = transport
+        self._timeout = settings.timeout_seconds
+        self._credentials = merchants
+
+    async def __aenter__(self) -> UpstreamClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    def allows(self, merchant: str) -> bool:
+        """Whether the adapter holds credentials for ``merchant``."""
+        return merchant in self._credentials
+
+    async def call(self, fields: Mapping[str, str], timeout: float | None = None) -> dict[str, str]:
+        """POST ``fields`` plus credentials; the gateway's fields when ``result`` is not ERROR.
+
+        ``timeout`` is the caller's remaining time; the per-attempt timeout is capped by it.
+        """
+        merchant = fields[nvp.MERCHANT]
+        credentials = self._credentials.get(merchant)
+        if credentials is None:
+            raise MerchantNotAllowed(merchant)
+        budget = self._timeout if timeout is None else min(self._timeout, timeout)
+        if budget <= 0:
+            raise UpstreamTimeout(0.0)
+        secrets = _credential_fields(merchant, credentials)
+        reply = await self._transport.post(nvp.encode({**fields, **secrets}), budget)
+        password = secrets.get(nvp.API_PASSWORD)
+        if password:  # an echo of the password must reach neither a caller nor a log
+            reply = _redact(reply, password)
+        return interpret(reply)
+
+
+REDACTED = "[REDACTED]"
+
+
+def _redact(reply: RawReply, password: str) -> RawReply:
+    body = reply.body
+    for form in {password.encode(), quote_plus(password).encode()}:
+        body = body.replace(form, REDACTED.encode())
+    return reply if body == reply.body else RawReply(reply.status, body, reply.retry_after)
+
+
+def _credential_fields(merchant: str, credentials: MerchantCredentials) -> Mapping[str, str]:
+    if credentials.password is None:  # certificate authentication: the TLS client cert speaks
+        return {}
+    return {
+        nvp.API_USERNAME: nvp.USERNAME_PREFIX + merchant,
+        nvp.API_PASSWORD: credentials.password.reveal(),
+    }
