@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from adapter.config import DEMO_MERCHANT, Settings, load_settings, parse_host_port
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from adapter.errors import ConfigError
-from adapter.server import AdapterServer, format_address, serve
+from adapter.server import AdapterServer, embedded_accounts, format_address, serve
 
 EXIT_CONFIG = 2
 DEFAULT_GATEWAY_LISTEN = "127.0.0.1:8080"
@@ -72,13 +72,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _print_first_call(server: AdapterServer) -> None:
     settings = server.settings
     upstream = "embedded gateway" if settings.upstream.is_embedded else settings.upstream.url
-    merchant = DEMO_MERCHANT if DEMO_MERCHANT in settings.merchants else next(
-        iter(settings.merchants), DEMO_MERCHANT
+    merchant = (
+        DEMO_MERCHANT
+        if DEMO_MERCHANT in settings.merchants
+        else next(iter(settings.merchants), DEMO_MERCHANT)
     )
     print(
         f"nvp-adapter listening on {server.address} (upstream: {upstream})\n"
         f"First call, with grpcurl:\n"
-        f"  grpcurl -plaintext -d '{{\"merchant\": \"{merchant}\"}}' {server.address} "
+        f'  grpcurl -plaintext -d \'{{"merchant": "{merchant}"}}\' {server.address} '
         f"mpgs.gateway.v1.SessionService/CreateSession\n"
         f"or with Python (this repository's .venv):\n"
         f"  .venv/bin/python scripts/first_call.py --target {server.address} "
@@ -90,11 +92,7 @@ def _print_first_call(server: AdapterServer) -> None:
 
 async def _run_gateway(settings: Settings, listen: str) -> None:
     host, port = _listen_address(listen)
-    accounts = {
-        merchant: creds.password.reveal()
-        for merchant, creds in settings.merchants.items()
-        if creds.password is not None
-    }
+    accounts = embedded_accounts(settings)
     try:
         runner, bound = await start_http_gateway(EmbeddedGateway(accounts), host, port)
     except OSError as exc:

@@ -64,9 +64,9 @@ def _leaves(message: Descriptor, prefix: str, path: tuple[str, ...]) -> dict[str
         if field.name == EXTRA_FIELDS:
             continue
         name, where = prefix + field.json_name, (*path, field.name)
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
             leaves.update(_leaves(field.message_type, name + ".", where))
-        elif field.type == FieldDescriptor.TYPE_ENUM:
+        elif field.type == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
             by_text = _enum_texts(field.enum_type)
             leaves[name] = _Leaf(
                 where,

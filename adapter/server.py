@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from types import TracebackType
 
@@ -36,15 +37,29 @@ SERVICE_NAMES = (SESSION_SERVICE.full_name, health.SERVICE_NAME, reflection.SERV
 
 
 def build_transport(settings: Settings) -> Transport:
-    """The embedded gateway in-process, or the HTTP client for a real gateway URL."""
+    """The embedded gateway in-process, or the HTTP client for a real gateway URL.
+
+    Raises ``ConfigError`` when a CA bundle or client certificate cannot be loaded.
+    """
     if settings.upstream.is_embedded:
-        accounts = {
-            merchant: creds.password.reveal()
-            for merchant, creds in settings.merchants.items()
-            if creds.password is not None
-        }
-        return EmbeddedTransport(EmbeddedGateway(accounts), settings.upstream.api_version)
-    return HttpTransport(settings.upstream)
+        return EmbeddedTransport(
+            EmbeddedGateway(embedded_accounts(settings)), settings.upstream.api_version
+        )
+    try:
+        return HttpTransport(settings.upstream)
+    except (OSError, ssl.SSLError) as exc:  # the files are named in the settings, not in exc
+        raise ConfigError(
+            f"cannot load the upstream TLS files: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+
+
+def embedded_accounts(settings: Settings) -> dict[str, str]:
+    """The accounts the embedded gateway accepts: every configured merchant with a password."""
+    return {
+        merchant: creds.password.reveal()
+        for merchant, creds in settings.merchants.items()
+        if creds.password is not None
+    }
 
 
 def format_address(host: str, port: int) -> str:
@@ -53,10 +68,15 @@ def format_address(host: str, port: int) -> str:
 
 
 class AdapterServer:
-    """The adapter's gRPC server as one ``async with`` resource."""
+    """The adapter's gRPC server as one ``async with`` resource.
 
-    def __init__(self, settings: Settings) -> None:
+    ``transport`` replaces the one the settings call for: the seam tests use to put a
+    misbehaving peer behind the adapter.
+    """
+
+    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
         self.settings = settings
+        self._transport = transport
         self.health = health.aio.HealthServicer()
         self.address = ""
         self.port = 0
@@ -67,6 +87,7 @@ class AdapterServer:
         """Bind and start serving; raise ``ConfigError`` if the address cannot be used."""
         server_settings = self.settings.server
         host, port = parse_host_port(server_settings.listen)
+        transport = self._transport or build_transport(self.settings)
         limit = server_settings.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -81,12 +102,11 @@ class AdapterServer:
         except RuntimeError:
             bound = 0
         if not bound:
+            await transport.aclose()
             raise ConfigError(
                 f"cannot listen on {server_settings.listen}: address in use or not available"
             )
-        self._client = UpstreamClient(
-            build_transport(self.settings), self.settings.upstream, self.settings.merchants
-        )
+        self._client = UpstreamClient(transport, self.settings.upstream, self.settings.merchants)
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(
             SessionService(self._client), server
         )

@@ -9,9 +9,9 @@ for an UNAVAILABLE worth retrying. The service turns it into a grpc status with 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -21,7 +21,6 @@ from grpc_status import rpc_status
 
 from adapter import nvp
 from adapter.errors import (
-    AdapterError,
     GatewayRejected,
     MerchantNotAllowed,
     RequestInvalid,
@@ -85,7 +84,9 @@ def rich_status(exc: BaseException, field_path: FieldPath = str) -> RichStatus:
     status = _classify(exc, field_path)
     if isinstance(exc, UpstreamError):
         status.metadata["attempts"] = str(exc.attempts)
-    info = error_details_pb2.ErrorInfo(reason=status.reason, domain=DOMAIN, metadata=status.metadata)
+    info = error_details_pb2.ErrorInfo(
+        reason=status.reason, domain=DOMAIN, metadata=status.metadata
+    )
     details: list[Message] = [info, *status.details]
     if status.retry_after is not None:
         delay = duration_pb2.Duration()
@@ -139,7 +140,9 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
 
 def _gateway_status(exc: GatewayRejected, field_path: FieldPath) -> _Status:
     gateway_error, _ = GATEWAY_ERROR.parse(exc.fields)
-    metadata = {key: exc.fields[name] for name, key in _METADATA_NAMES.items() if name in exc.fields}
+    metadata = {
+        key: exc.fields[name] for name, key in _METADATA_NAMES.items() if name in exc.fields
+    }
     details: list[Message] = [gateway_error]
     cause, culprit = exc.cause, exc.field
     message = f"gateway answered {cause or 'an error with no cause'}"
@@ -179,5 +182,3 @@ def _pack(details: Sequence[Message]) -> list[any_pb2.Any]:
         wrapped.Pack(detail)
         packed.append(wrapped)
     return packed
-
-

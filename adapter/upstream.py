@@ -49,8 +49,8 @@ class RawReply:
 class Transport(Protocol):
     """Moves one encoded NVP request to the gateway and brings back its raw answer."""
 
-    async def post(self, body: bytes, timeout: float) -> RawReply:
-        """Send ``body``; raise only the adapter's own errors; give up after ``timeout`` s."""
+    async def post(self, body: bytes, budget: float) -> RawReply:
+        """Send ``body``; raise only the adapter's own errors; give up after ``budget`` s."""
         ...
 
     async def aclose(self) -> None:
@@ -65,7 +65,7 @@ class EmbeddedTransport:
         self._gateway = gateway
         self._version = str(api_version)
 
-    async def post(self, body: bytes, timeout: float) -> RawReply:  # noqa: ARG002 (answers at once)
+    async def post(self, body: bytes, budget: float) -> RawReply:
         reply = self._gateway.handle(self._version, body)
         return RawReply(reply.status, reply.body)
 
@@ -102,9 +102,9 @@ class HttpTransport:
             headers={"User-Agent": "nvp-adapter"},
         )
 
-    async def post(self, body: bytes, timeout: float) -> RawReply:
-        limits = aiohttp.ClientTimeout(total=timeout, connect=min(self._connect_timeout, timeout))
-        with _translate_errors(timeout):
+    async def post(self, body: bytes, budget: float) -> RawReply:
+        limits = aiohttp.ClientTimeout(total=budget, connect=min(self._connect_timeout, budget))
+        with _translate_errors(budget):
             async with self._session.post(
                 self._endpoint, data=body, headers=_REQUEST_HEADERS, timeout=limits
             ) as response:
@@ -210,6 +210,14 @@ class UpstreamClient:
         self._transport = transport
         self._timeout = settings.timeout_seconds
         self._credentials = merchants
+        self._secret_forms = tuple(
+            {
+                form
+                for creds in merchants.values()
+                if creds.password is not None
+                for form in (creds.password.reveal(), quote_plus(creds.password.reveal()))
+            }
+        )
 
     async def __aenter__(self) -> UpstreamClient:
         return self
@@ -225,20 +233,24 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    def allows(self, merchant: str) -> bool:
-        """Whether the adapter holds credentials for ``merchant``."""
-        return merchant in self._credentials
+    def redact(self, text: str) -> str:
+        """``text`` with every configured password, raw or form-encoded, replaced."""
+        for form in self._secret_forms:
+            text = text.replace(form, REDACTED)
+        return text
 
-    async def call(self, fields: Mapping[str, str], timeout: float | None = None) -> dict[str, str]:
+    async def call(
+        self, fields: Mapping[str, str], time_left: float | None = None
+    ) -> dict[str, str]:
         """POST ``fields`` plus credentials; the gateway's fields when ``result`` is not ERROR.
 
-        ``timeout`` is the caller's remaining time; the per-attempt timeout is capped by it.
+        ``time_left`` is the caller's remaining time; the per-attempt timeout is capped by it.
         """
         merchant = fields[nvp.MERCHANT]
         credentials = self._credentials.get(merchant)
         if credentials is None:
             raise MerchantNotAllowed(merchant)
-        budget = self._timeout if timeout is None else min(self._timeout, timeout)
+        budget = self._timeout if time_left is None else min(self._timeout, time_left)
         if budget <= 0:
             raise UpstreamTimeout(0.0)
         secrets = _credential_fields(merchant, credentials)

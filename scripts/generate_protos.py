@@ -72,8 +72,11 @@ def main() -> None:
         if check:
             drift = _diff(filecmp.dircmp(fresh, OUT))
             if drift:
-                sys.exit("generated stubs drift from proto/: " + ", ".join(sorted(drift))
-                         + "\nrun: python scripts/generate_protos.py")
+                sys.exit(
+                    "generated stubs drift from proto/: "
+                    + ", ".join(sorted(drift))
+                    + "\nrun: python scripts/generate_protos.py"
+                )
             print("generated stubs match proto/")
             return
         shutil.rmtree(OUT, ignore_errors=True)

@@ -174,7 +174,9 @@ def test_field_path_for_violations() -> None:
         max_size=4,
     ).filter(lambda d: not set(d) & CREATE.reserved),
 )
-def test_no_request_field_can_smuggle(merchant: str, correlation: str, extra: dict[str, str]) -> None:
+def test_no_request_field_can_smuggle(
+    merchant: str, correlation: str, extra: dict[str, str]
+) -> None:
     """Whatever the request holds, the wire carries exactly its fields and nothing else."""
     request = pb.CreateSessionRequest(
         merchant=merchant, correlation_id=correlation, extra_fields=extra

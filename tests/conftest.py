@@ -1,0 +1,111 @@
+"""Shared fixtures: real servers on loopback port 0, never mocks of the adapter's own code.
+
+- ``scripted_upstream``: an aiohttp server whose every answer a test sets, recording requests.
+- ``start_adapter``: the adapter's own gRPC server in-process, with a stub connected to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp import web
+
+from adapter import nvp
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from adapter.config import (
+    MerchantCredentials,
+    Secret,
+    ServerSettings,
+    Settings,
+    UpstreamSettings,
+)
+from adapter.server import AdapterServer
+
+MERCHANT = "TESTMERCHANT"
+PASSWORD = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"  # recognisable, so tests can look for leaks
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class ScriptedUpstream:
+    """A loopback HTTP server standing in for the gateway; tests set ``handler``."""
+
+    url: str = ""
+    handler: Handler | None = None
+    requests: list[dict[str, str]] = field(default_factory=list)
+    connections_closed: int = 0
+
+    def reply(self, body: str | bytes, status: int = 200, **headers: str) -> None:
+        """Answer every request with this body and status."""
+        data = body.encode() if isinstance(body, str) else body
+        content_type = headers.pop("content_type", nvp.CONTENT_TYPE)
+
+        async def handler(_: web.Request) -> web.StreamResponse:
+            return web.Response(
+                body=data, status=status, headers={"Content-Type": content_type, **headers}
+            )
+
+        self.handler = handler
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(nvp.decode(await request.read()))
+        assert self.handler is not None, "the test set no handler"
+        return await self.handler(request)
+
+
+@pytest.fixture
+async def scripted_upstream() -> AsyncIterator[ScriptedUpstream]:
+    upstream = ScriptedUpstream()
+    app = web.Application()
+    app.router.add_post("/api/nvp/version/{version}", upstream._dispatch)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    upstream.url = f"http://127.0.0.1:{port}"
+    yield upstream
+    await runner.cleanup()
+
+
+def make_settings(
+    upstream: str = "embedded",
+    merchants: Mapping[str, str | None] | None = None,
+    **upstream_options: Any,
+) -> Settings:
+    """Settings for a test: loopback port 0, the given upstream and merchants."""
+    accounts = {MERCHANT: PASSWORD} if merchants is None else merchants
+    return Settings(
+        server=ServerSettings(listen="127.0.0.1:0", grace_seconds=2.0),
+        upstream=dataclasses.replace(UpstreamSettings(url=upstream), **upstream_options),
+        merchants=MappingProxyType(
+            {
+                m: MerchantCredentials(m, None if p is None else Secret(p))
+                for m, p in accounts.items()
+            }
+        ),
+    )
+
+
+StartAdapter = Callable[[Settings], Awaitable[session_service_pb2_grpc.SessionServiceStub]]
+
+
+@pytest.fixture
+async def start_adapter() -> AsyncIterator[StartAdapter]:
+    """Start an adapter for given settings; returns a connected stub; all closed afterwards."""
+    async with AsyncExitStack() as stack:
+
+        async def start(settings: Settings) -> session_service_pb2_grpc.SessionServiceStub:
+            server = await stack.enter_async_context(AdapterServer(settings))
+            channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
+            return session_service_pb2_grpc.SessionServiceStub(channel)
+
+        yield start

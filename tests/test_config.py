@@ -1,0 +1,229 @@
+"""Settings: defaults, the TOML file, flags over the file, and one clear line for every mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapter.config import (
+    DEMO_MERCHANT,
+    DEMO_PASSWORD,
+    Secret,
+    ServerSettings,
+    UpstreamSettings,
+    load_settings,
+    parse_host_port,
+)
+from adapter.errors import ConfigError
+
+PASSWORD = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "adapter.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_run_on_the_embedded_gateway() -> None:
+    """With no file the adapter listens on 127.0.0.1:50051 with the demo merchant, embedded."""
+    settings = load_settings(None)
+    assert settings.server.listen == "127.0.0.1:50051"
+    assert settings.upstream.is_embedded
+    assert settings.upstream.api_version == 100
+    assert settings.upstream.connect_timeout_seconds == 5
+    assert settings.upstream.timeout_seconds == 30
+    assert settings.upstream.max_response_bytes == 1024 * 1024
+    assert list(settings.merchants) == [DEMO_MERCHANT]
+    password = settings.merchants[DEMO_MERCHANT].password
+    assert password is not None
+    assert password.reveal() == DEMO_PASSWORD
+
+
+def test_the_contract_example_loads(tmp_path: Path) -> None:
+    """The configuration file shown in the contract loads as written."""
+    path = write(
+        tmp_path,
+        f"""
+[server]
+listen = "127.0.0.1:50051"
+
+[upstream]
+url = "https://test-gateway.mastercard.com"
+api_version = 100
+connect_timeout_seconds = 2
+timeout_seconds = 12.5
+
+[merchants.TESTMERCHANT]
+password = "{PASSWORD}"
+""",
+    )
+    settings = load_settings(path)
+    assert settings.upstream.endpoint() == (
+        "https://test-gateway.mastercard.com/api/nvp/version/100"
+    )
+    assert settings.upstream.connect_timeout_seconds == 2.0
+    assert isinstance(settings.upstream.connect_timeout_seconds, float)
+    assert settings.upstream.timeout_seconds == 12.5
+    credentials = settings.merchants["TESTMERCHANT"]
+    assert credentials.password == Secret(PASSWORD)
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    """--listen and --upstream win over [server] listen and [upstream] url."""
+    path = write(tmp_path, '[server]\nlisten = "127.0.0.1:1"\n[upstream]\nurl = "embedded"\n')
+    settings = load_settings(path, listen="[::1]:0", upstream="http://127.0.0.1:8080")
+    assert settings.server.listen == "[::1]:0"
+    assert settings.upstream.endpoint() == "http://127.0.0.1:8080/api/nvp/version/100"
+
+
+def test_password_from_environment_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """password_env reads a variable; password_file reads a file, trailing newline dropped."""
+    monkeypatch.setenv("NVP_TEST_PASSWORD", PASSWORD)
+    secret = tmp_path / "secret"
+    secret.write_text(PASSWORD + "\n")
+    path = write(
+        tmp_path,
+        f"""
+[merchants.FROMENV]
+password_env = "NVP_TEST_PASSWORD"
+[merchants.FROMFILE]
+password_file = "{secret}"
+""",
+    )
+    merchants = load_settings(path).merchants
+    assert merchants["FROMENV"].password == Secret(PASSWORD)
+    assert merchants["FROMFILE"].password == Secret(PASSWORD)
+
+
+def test_certificate_authentication_needs_no_password(tmp_path: Path) -> None:
+    """With a client certificate configured, a merchant may have no password at all."""
+    path = write(
+        tmp_path,
+        """
+[upstream]
+url = "https://gateway.example"
+client_cert_file = "/etc/nvp/client.pem"
+[merchants.CERTONLY]
+""",
+    )
+    assert load_settings(path).merchants["CERTONLY"].password is None
+
+
+MISTAKES = {
+    "unknown top-level table": ("[sever]\nlisten = 'x'\n", "unknown key 'sever'"),
+    "unknown server key": ("[server]\nport = 1\n", "unknown key 'server.port'"),
+    "unknown upstream key": ("[upstream]\nretries = 3\n", "unknown key 'upstream.retries'"),
+    "unknown merchant key": (
+        "[merchants.M1]\npasword = 'x'\n",
+        "unknown key 'merchants.M1.pasword'",
+    ),
+    "wrong type": ("[upstream]\napi_version = '100'\n", "upstream.api_version: expected an integer"),
+    "boolean is no number": ("[upstream]\ntimeout_seconds = true\n", "expected a number"),
+    "missing password": ("[merchants.M1]\n", "merchants.M1: no password"),
+    "two passwords": (
+        "[merchants.M1]\npassword = 'a'\npassword_env = 'B'\n",
+        "set only one of",
+    ),
+    "unset environment variable": (
+        "[merchants.M1]\npassword_env = 'NVP_ADAPTER_SURELY_UNSET'\n",
+        "NVP_ADAPTER_SURELY_UNSET is unset",
+    ),
+    "unreadable password file": (
+        "[merchants.M1]\npassword_file = '/nonexistent/secret'\n",
+        "cannot read /nonexistent/secret",
+    ),
+    "bad merchant id": ("[merchants.'bad id']\npassword = 'x'\n", "a merchant id is 1 to 12"),
+    "plain http to a remote host": (
+        "[upstream]\nurl = 'http://gateway.example'\n",
+        "plain http is only for loopback hosts",
+    ),
+    "plain http to a private address": (
+        "[upstream]\nurl = 'http://10.0.0.1'\n[merchants.M1]\npassword = 'x'\n",
+        "plain http is only for loopback hosts",
+    ),
+    "not a URL": ("[upstream]\nurl = 'gateway'\n", "expected 'embedded' or an https:// URL"),
+    "URL with a query": (
+        "[upstream]\nurl = 'https://gw.example/?x=1'\n[merchants.M1]\npassword = 'x'\n",
+        "no query",
+    ),
+    "real gateway, no merchants": (
+        "[upstream]\nurl = 'https://gw.example'\n",
+        "a real gateway needs each merchant's credentials",
+    ),
+    "bad listen address": ("[server]\nlisten = 'localhost'\n", "expected HOST:PORT"),
+    "negative timeout": ("[upstream]\ntimeout_seconds = -1\n", "upstream.timeout_seconds"),
+    "not TOML": ("[server\n", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize(("text", "message"), MISTAKES.values(), ids=MISTAKES.keys())
+def test_mistakes_are_one_clear_line(tmp_path: Path, text: str, message: str) -> None:
+    """Each configuration mistake is a ConfigError naming the file and what is wrong."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert message in str(caught.value)
+    assert str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """An unreadable file is a ConfigError, not an OSError with a traceback."""
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_a_password_never_shows_in_an_error(tmp_path: Path) -> None:
+    """No configuration error message repeats a password it was given."""
+    path = write(tmp_path, f"[merchants.M1]\npassword = '{PASSWORD}'\npassword_env = 'X'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert PASSWORD not in str(caught.value)
+
+
+def test_secrets_hide_in_reprs(tmp_path: Path) -> None:
+    """Secret, the credentials and the whole Settings never show a password in repr or str."""
+    path = write(tmp_path, f"[merchants.M1]\npassword = '{PASSWORD}'\n")
+    settings = load_settings(path)
+    for text in (repr(settings), str(settings), settings.describe(), f"{Secret(PASSWORD)}"):
+        assert PASSWORD not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:50051", ("127.0.0.1", 50051)),
+        ("localhost:0", ("localhost", 0)),
+        ("[::1]:8080", ("::1", 8080)),
+        ("0.0.0.0:65535", ("0.0.0.0", 65535)),  # noqa: S104 (a parse test, nothing binds)
+    ],
+)
+def test_parse_host_port(text: str, expected: tuple[str, int]) -> None:
+    """HOST:PORT parses, with IPv6 hosts in brackets."""
+    assert parse_host_port(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "50051", ":50051", "host:", "host:x", "h:65536", "::1:80"])
+def test_parse_host_port_refuses(text: str) -> None:
+    """Anything else is a ValueError that says what is expected."""
+    with pytest.raises(ValueError, match="HOST:PORT|brackets"):
+        parse_host_port(text)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:8080", "http://127.0.0.2", "http://[::1]:80", "https://gw.example"]
+)
+def test_allowed_upstream_urls(url: str) -> None:
+    """Plain http is accepted for loopback hosts; https for any host."""
+    assert UpstreamSettings(url=url).url == url
+
+
+def test_settings_are_frozen() -> None:
+    """Settings cannot change once built."""
+    settings = ServerSettings()
+    with pytest.raises(AttributeError):
+        settings.listen = "x"  # type: ignore[misc]

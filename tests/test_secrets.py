@@ -1,0 +1,130 @@
+"""No API password ever leaves: not in a log line, a status, a detail, a response or a repr.
+
+The scripted gateway here is as hostile as it gets: it echoes the whole request, password
+included, raw and form-encoded, into every kind of answer the adapter handles.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote_plus
+
+import grpc
+import pytest
+from aiohttp import web
+from grpc_status import rpc_status
+
+from adapter import nvp
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
+from adapter.config import load_settings
+from adapter.embedded import EmbeddedGateway
+from adapter.server import AdapterServer, build_transport
+from adapter.upstream import UpstreamClient
+from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, StartAdapter, make_settings
+
+# A password with characters that form-encoding changes, so both spellings are checked.
+ODD_PASSWORD = "p&ss=w+rd%/é 0f1e2d3c4b5a6978"
+FORMS = (PASSWORD, ODD_PASSWORD, quote_plus(ODD_PASSWORD))
+
+
+def echo(kind: str, request_body: bytes) -> web.Response:
+    """An answer of the given kind with the request (and so the password) inside it."""
+    text = request_body.decode()
+    if kind == "success":
+        fields = {"result": "SUCCESS", "merchant": MERCHANT, "echo": text, "raw": ODD_PASSWORD}
+        return web.Response(body=nvp.encode(fields), status=201)
+    if kind == "error":
+        fields = {
+            "error.cause": "INVALID_REQUEST",
+            "error.explanation": f"bad request {text}",
+            "error.field": "correlationId",
+            "result": "ERROR",
+        }
+        return web.Response(body=nvp.encode(fields), status=400)
+    if kind == "unknown cause":
+        return web.Response(body=nvp.encode({"error.cause": text, "result": "ERROR"}))
+    if kind == "html":
+        return web.Response(body=f"<html>{text}</html>", status=500, content_type="text/html")
+    if kind == "overloaded":
+        return web.Response(body=f"<html>{text}</html>", status=503, content_type="text/html")
+    raise AssertionError(kind)
+
+
+KINDS = ["success", "error", "unknown cause", "html", "overloaded"]
+
+
+@pytest.mark.parametrize("password", [PASSWORD, ODD_PASSWORD], ids=["hex", "odd characters"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_echoed_password_never_reaches_caller_or_log(
+    kind: str,
+    password: str,
+    scripted_upstream: ScriptedUpstream,
+    start_adapter: StartAdapter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whatever the gateway echoes, the caller's answer and every log line hold no password."""
+    caplog.set_level(logging.DEBUG)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return echo(kind, await request.read())
+
+    scripted_upstream.handler = handler
+    stub = await start_adapter(make_settings(scripted_upstream.url, {MERCHANT: password}))
+    call = stub.CreateSession(
+        pb.CreateSessionRequest(merchant=MERCHANT, correlation_id="c"), timeout=5
+    )
+    seen: list[str] = []
+    try:
+        seen.append(str(await call))
+    except grpc.aio.AioRpcError as error:
+        seen += [str(error), repr(error), str(await rpc_status.aio.from_call(call))]
+    assert scripted_upstream.requests[0]["apiPassword"] == password, "the password was sent"
+    for text in [*seen, caplog.text]:
+        for form in FORMS:
+            assert form not in text
+
+
+async def test_unexpected_errors_are_logged_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    """A traceback logged for a bug is redacted before it is written."""
+
+    class Leaky:
+        async def post(self, body: bytes, budget: float) -> object:
+            raise RuntimeError(f"bug holding {body.decode()}")
+
+        async def aclose(self) -> None:
+            return None
+
+    settings = make_settings(merchants={MERCHANT: ODD_PASSWORD})
+    async with (
+        AdapterServer(settings, transport=Leaky()) as server,  # type: ignore[arg-type]
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+
+        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.CreateSession(pb.CreateSessionRequest(merchant=MERCHANT), timeout=5)
+    assert "RuntimeError: bug holding" in caplog.text
+    for form in FORMS:
+        assert form not in caplog.text
+
+
+async def test_reprs_hold_no_password() -> None:
+    """Settings, credentials, the embedded gateway, the transport and the client hide secrets."""
+    settings = make_settings(merchants={MERCHANT: ODD_PASSWORD})
+    transport = build_transport(settings)
+    client = UpstreamClient(transport, settings.upstream, settings.merchants)
+    objects = [
+        settings,
+        settings.merchants,
+        settings.merchants[MERCHANT],
+        EmbeddedGateway({MERCHANT: ODD_PASSWORD}),
+        transport,
+        client,
+        load_settings(None),
+    ]
+    for thing in objects:
+        for text in (repr(thing), str(thing)):
+            for form in FORMS:
+                assert form not in text
+    await client.aclose()
