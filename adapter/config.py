@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from adapter import nvp
 from adapter.errors import ConfigError
+from adapter.redaction import Secret
 
 EMBEDDED = "embedded"
 DEMO_MERCHANT = "TESTMERCHANT"
@@ -34,29 +35,6 @@ DEMO_PASSWORD = "5e55101d7e57c0ffee0ddba11ab1e000"  # noqa: S105 (a documented d
 MIB = 1024 * 1024
 _T = TypeVar("_T")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
-
-
-class Secret:
-    """A string that never shows itself in a repr, a str() or a format: only ``reveal()`` does."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -163,6 +141,10 @@ class Settings:
                     "password_file, or upstream.client_cert_file for certificate authentication)",
                 )
 
+    def secrets(self) -> list[Secret]:
+        """Every password the settings hold, for the redactor."""
+        return [c.password for c in self.merchants.values() if c.password is not None]
+
     def describe(self) -> str:
         """One line about the running configuration, with no secret in it."""
         upstream = EMBEDDED if self.upstream.is_embedded else self.upstream.endpoint()
@@ -192,7 +174,6 @@ def load_settings(
 ) -> Settings:
     """Settings from a TOML file (or defaults), with the command line's flags over it."""
     document = _read_toml(Path(path)) if path is not None else {}
-    where = str(path) if path is not None else "defaults"
     try:
         _refuse_unknown(document, {"server", "upstream", "merchants"}, "")
         server_table = dict(_table(document, "server"))
@@ -216,7 +197,9 @@ def load_settings(
         )
         return Settings(server, upstream_settings)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        if path is None:
+            raise
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

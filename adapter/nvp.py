@@ -22,7 +22,7 @@ CONTENT_TYPE = "application/x-www-form-urlencoded; charset=UTF-8"
 # Wire names every NVP operation shares; the names of modelled fields come from the proto.
 API_OPERATION = "apiOperation"
 API_USERNAME = "apiUsername"
-API_PASSWORD = "apiPassword"
+API_PASSWORD = "apiPassword"  # noqa: S105 (a field name, not a password)
 MERCHANT = "merchant"
 RESULT = "result"
 RESULT_ERROR = "ERROR"
@@ -32,6 +32,7 @@ MERCHANT_ID = re.compile(r"[0-9A-Za-z_-]{1,12}")
 ERROR_CAUSE = "error.cause"
 ERROR_EXPLANATION = "error.explanation"
 ERROR_FIELD = "error.field"
+ERROR_VALIDATION_TYPE = "error.validationType"
 ADAPTER_OWNED = frozenset({API_OPERATION, API_USERNAME, API_PASSWORD})
 """Names only the adapter fills: a gateway complaint about one of them is the adapter's fault."""
 
@@ -50,7 +51,8 @@ def encode(fields: Mapping[str, str]) -> bytes:
     never hold them.
     """
     return "&".join(
-        f"{quote_plus(name, safe='')}={quote_plus(value, safe='')}" for name, value in fields.items()
+        f"{quote_plus(name, safe='')}={quote_plus(value, safe='')}"
+        for name, value in fields.items()
     ).encode("ascii")
 
 

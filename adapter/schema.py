@@ -123,7 +123,7 @@ class MessageSchema:
         return message, leftovers
 
     def render(self, message: Message) -> dict[str, str]:
-        """The NVP pairs of the message's set, non-empty modelled fields (``extra_fields`` aside)."""
+        """The NVP pairs of the message's non-empty modelled fields (``extra_fields`` aside)."""
         fields: dict[str, str] = {}
         for name, leaf in self._leaves.items():
             value: Any = message

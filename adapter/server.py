@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import Callable
 from types import TracebackType
@@ -62,6 +63,36 @@ def embedded_accounts(settings: Settings) -> dict[str, str]:
     }
 
 
+def check_can_bind(host: str, port: int) -> None:
+    """Raise the OSError a bind to ``host:port`` meets on every address the host resolves to.
+
+    grpc reports a failed bind by writing its own log line to stderr and returning 0; probing
+    first turns the common mistakes (port in use, unknown host) into one clear line instead.
+    """
+    if port == 0:
+        return
+    failure: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    ):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                failure = exc
+                continue
+            return
+    if failure is not None:
+        raise failure
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+
+
 def format_address(host: str, port: int) -> str:
     """``host:port``, with IPv6 hosts in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -98,14 +129,14 @@ class AdapterServer:
             maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
         )
         try:
+            check_can_bind(host, port)
             bound = server.add_insecure_port(format_address(host, port))
-        except RuntimeError:
-            bound = 0
+        except (OSError, RuntimeError) as exc:
+            await transport.aclose()
+            raise ConfigError(f"cannot listen on {server_settings.listen}: {_why(exc)}") from None
         if not bound:
             await transport.aclose()
-            raise ConfigError(
-                f"cannot listen on {server_settings.listen}: address in use or not available"
-            )
+            raise ConfigError(f"cannot listen on {server_settings.listen}: address not available")
         self._client = UpstreamClient(transport, self.settings.upstream, self.settings.merchants)
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(
             SessionService(self._client), server

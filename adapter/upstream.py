@@ -12,11 +12,10 @@ import contextlib
 import email.utils
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
-from urllib.parse import quote_plus
 
 import aiohttp
 
@@ -32,6 +31,7 @@ from adapter.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from adapter.redaction import Redactor
 
 RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
 _REQUEST_HEADERS = {"Content-Type": nvp.CONTENT_TYPE, "Accept": "*/*"}
@@ -164,10 +164,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def interpret(reply: RawReply) -> dict[str, str]:
-    """The gateway's fields for a successful answer; raise for every other kind of answer."""
+def interpret(reply: RawReply, redact: Callable[[str], str] = str) -> dict[str, str]:
+    """The gateway's fields for a successful answer; raise for every other kind of answer.
+
+    Every name and value passes through ``redact`` first: a gateway that echoes the request
+    must not hand the password to the caller or to a log line.
+    """
     try:
-        fields: dict[str, str] | None = nvp.decode(reply.body)
+        fields: dict[str, str] | None = {
+            redact(name): redact(value) for name, value in nvp.decode(reply.body).items()
+        }
         problem = "no result field"
     except nvp.NvpDecodeError as exc:
         fields, problem = None, f"not valid NVP ({exc})"
@@ -210,14 +216,8 @@ class UpstreamClient:
         self._transport = transport
         self._timeout = settings.timeout_seconds
         self._credentials = merchants
-        self._secret_forms = tuple(
-            {
-                form
-                for creds in merchants.values()
-                if creds.password is not None
-                for form in (creds.password.reveal(), quote_plus(creds.password.reveal()))
-            }
-        )
+        self.redact = Redactor(c.password for c in merchants.values() if c.password is not None)
+        """Scrubs every configured password from text: replies, log lines, tracebacks."""
 
     async def __aenter__(self) -> UpstreamClient:
         return self
@@ -232,12 +232,6 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
-
-    def redact(self, text: str) -> str:
-        """``text`` with every configured password, raw or form-encoded, replaced."""
-        for form in self._secret_forms:
-            text = text.replace(form, REDACTED)
-        return text
 
     async def call(
         self, fields: Mapping[str, str], time_left: float | None = None
@@ -255,20 +249,7 @@ class UpstreamClient:
             raise UpstreamTimeout(0.0)
         secrets = _credential_fields(merchant, credentials)
         reply = await self._transport.post(nvp.encode({**fields, **secrets}), budget)
-        password = secrets.get(nvp.API_PASSWORD)
-        if password:  # an echo of the password must reach neither a caller nor a log
-            reply = _redact(reply, password)
-        return interpret(reply)
-
-
-REDACTED = "[REDACTED]"
-
-
-def _redact(reply: RawReply, password: str) -> RawReply:
-    body = reply.body
-    for form in {password.encode(), quote_plus(password).encode()}:
-        body = body.replace(form, REDACTED.encode())
-    return reply if body == reply.body else RawReply(reply.status, body, reply.retry_after)
+        return interpret(reply, self.redact)
 
 
 def _credential_fields(merchant: str, credentials: MerchantCredentials) -> Mapping[str, str]:

@@ -21,11 +21,11 @@ from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.config import (
     MerchantCredentials,
-    Secret,
     ServerSettings,
     Settings,
     UpstreamSettings,
 )
+from adapter.redaction import Secret
 from adapter.server import AdapterServer
 
 MERCHANT = "TESTMERCHANT"

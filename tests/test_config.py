@@ -9,13 +9,13 @@ import pytest
 from adapter.config import (
     DEMO_MERCHANT,
     DEMO_PASSWORD,
-    Secret,
     ServerSettings,
     UpstreamSettings,
     load_settings,
     parse_host_port,
 )
 from adapter.errors import ConfigError
+from adapter.redaction import Secret
 
 PASSWORD = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
@@ -121,7 +121,10 @@ MISTAKES = {
         "[merchants.M1]\npasword = 'x'\n",
         "unknown key 'merchants.M1.pasword'",
     ),
-    "wrong type": ("[upstream]\napi_version = '100'\n", "upstream.api_version: expected an integer"),
+    "wrong type": (
+        "[upstream]\napi_version = '100'\n",
+        "upstream.api_version: expected an integer",
+    ),
     "boolean is no number": ("[upstream]\ntimeout_seconds = true\n", "expected a number"),
     "missing password": ("[merchants.M1]\n", "merchants.M1: no password"),
     "two passwords": (
@@ -210,7 +213,7 @@ def test_parse_host_port(text: str, expected: tuple[str, int]) -> None:
 @pytest.mark.parametrize("text", ["", "50051", ":50051", "host:", "host:x", "h:65536", "::1:80"])
 def test_parse_host_port_refuses(text: str) -> None:
     """Anything else is a ValueError that says what is expected."""
-    with pytest.raises(ValueError, match="HOST:PORT|brackets"):
+    with pytest.raises(ValueError, match=r"HOST:PORT|brackets"):
         parse_host_port(text)
 
 

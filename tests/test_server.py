@@ -67,14 +67,19 @@ async def test_health_and_reflection() -> None:
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         [answer] = [a async for a in reflection.ServerReflectionInfo(iter([request]))]
         names = {s.name for s in answer.list_services_response.service}
-        assert names == {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+        assert names == {
+            SERVICE,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        }
 
 
 async def test_graceful_stop(scripted_upstream: ScriptedUpstream) -> None:
     """Stopping turns health NOT_SERVING first, lets a call in flight finish, refuses new calls."""
-    release = asyncio.Event()
+    arrived, release = asyncio.Event(), asyncio.Event()
 
     async def slow(_: web.Request) -> web.Response:
+        arrived.set()
         await release.wait()
         return web.Response(body=SUCCESS, status=201)
 
@@ -90,8 +95,7 @@ async def test_graceful_stop(scripted_upstream: ScriptedUpstream) -> None:
         in_flight = asyncio.ensure_future(
             stub.CreateSession(pb.CreateSessionRequest(merchant=MERCHANT), timeout=10)
         )
-        while not scripted_upstream.requests:
-            await asyncio.sleep(0.01)
+        await arrived.wait()
         stopping = asyncio.ensure_future(server.stop(grace=5))
         assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
         watch.cancel()

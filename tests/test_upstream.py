@@ -119,9 +119,13 @@ async def test_client_certificate_authentication(
 
     async def handler(request: web.Request) -> web.Response:
         assert request.transport is not None
-        seen.append((nvp.decode(await request.read()), request.transport.get_extra_info("peercert")))
+        seen.append(
+            (nvp.decode(await request.read()), request.transport.get_extra_info("peercert"))
+        )
         body = "merchant=CERTM&result=SUCCESS&session.id=SESSION0002AAAAAAAAAAAAAAAAAAAA"
-        return web.Response(body=body + "&session.updateStatus=NO_UPDATE&session.version=0123456789")
+        return web.Response(
+            body=body + "&session.updateStatus=NO_UPDATE&session.version=0123456789"
+        )
 
     context = server_context(ca, "localhost")
     context.verify_mode = ssl.CERT_REQUIRED

@@ -1,0 +1,281 @@
+"""End to end through the ``nvp-adapter`` process: serve, gateway, signals and start-up mistakes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+
+from adapter import nvp
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from adapter.config import DEMO_MERCHANT, DEMO_PASSWORD
+
+START_TIMEOUT = 20.0
+_SCRIPT = Path(sys.executable).with_name("nvp-adapter")
+COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "adapter"]
+
+
+@dataclass
+class Process:
+    """A running ``nvp-adapter`` with the first line it printed to stdout."""
+
+    proc: asyncio.subprocess.Process
+    first_line: str
+
+    @property
+    def address(self) -> str:
+        match = re.search(r"listening on (?:http://)?(\S+?)(?:/api\S*)? ", self.first_line)
+        assert match, self.first_line
+        return match[1]
+
+    async def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str, str]:
+        """Send ``signum``; return the exit code and the rest of stdout and stderr."""
+        self.proc.send_signal(signum)
+        out, err = await asyncio.wait_for(self.proc.communicate(), 15)
+        assert self.proc.returncode is not None
+        return self.proc.returncode, out.decode(), err.decode()
+
+
+Start = Callable[..., Awaitable[Process]]
+
+
+@pytest.fixture
+async def nvp_adapter() -> AsyncIterator[Start]:
+    """Start ``nvp-adapter ARGS``, wait for its first line; every process is killed afterwards."""
+    started: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str, env: dict[str, str] | None = None) -> Process:
+        proc = await asyncio.create_subprocess_exec(
+            *COMMAND,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        started.append(proc)
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+        if not line:
+            assert proc.stderr is not None
+            pytest.fail(f"no start line; stderr: {(await proc.stderr.read()).decode()}")
+        return Process(proc, line.decode())
+
+    yield start
+    for proc in started:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
+
+
+async def run(*args: str) -> tuple[int, str, str]:
+    """Run ``nvp-adapter ARGS`` to its end."""
+    proc = await asyncio.create_subprocess_exec(
+        *COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), START_TIMEOUT)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def create_session(address: str, **fields: str) -> pb.CreateSessionResponse:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        request = pb.CreateSessionRequest(merchant=DEMO_MERCHANT, **fields)
+        return await stub.CreateSession(request, timeout=5)
+
+
+async def test_serve_on_the_embedded_gateway(nvp_adapter: Start) -> None:
+    """`serve` prints how to call it, creates sessions, and exits 0 on SIGTERM, no traceback."""
+    server = await nvp_adapter("serve", "--listen", "127.0.0.1:0", "--log-level", "DEBUG")
+    assert "upstream: embedded gateway" in server.first_line
+    response = await create_session(server.address, correlation_id="cli & co")
+    assert response.result == pb.RESULT_SUCCESS
+    assert response.correlation_id == "cli & co"
+    assert re.fullmatch(r"SESSION0002[0-9A-Z]{20}", response.session.id)
+    code, out, err = await server.stop()
+    assert code == 0
+    assert "grpcurl" in out
+    assert "mpgs.gateway.v1.SessionService/CreateSession" in out
+    assert "Traceback" not in err
+    assert DEMO_PASSWORD not in out + err
+
+
+async def test_sigint_also_stops_cleanly(nvp_adapter: Start) -> None:
+    """Ctrl-C (SIGINT) stops the server like SIGTERM: exit 0, no traceback."""
+    server = await nvp_adapter("serve", "--listen", "127.0.0.1:0")
+    code, _, err = await server.stop(signal.SIGINT)
+    assert code == 0
+    assert "Traceback" not in err
+
+
+def nvp_post(fields: dict[str, str]) -> bytes:
+    return nvp.encode(fields)
+
+
+GOOD = {
+    "apiOperation": "CREATE_SESSION",
+    "apiUsername": f"merchant.{DEMO_MERCHANT}",
+    "apiPassword": DEMO_PASSWORD,
+    "merchant": DEMO_MERCHANT,
+}
+RAW_REQUESTS = {
+    "good": (nvp_post(GOOD), 201, {"result": "SUCCESS", "session.updateStatus": "NO_UPDATE"}),
+    "bad password": (
+        nvp_post({**GOOD, "apiPassword": "0" * 32}),
+        401,
+        {"result": "ERROR", "error.cause": "INVALID_REQUEST"},
+    ),
+    "missing merchant": (
+        nvp_post({k: v for k, v in GOOD.items() if k != "merchant"}),
+        400,
+        {"error.field": "merchant", "error.validationType": "MISSING"},
+    ),
+    "invalid merchant": (
+        nvp_post({**GOOD, "merchant": "bad merchant!"}),
+        400,
+        {"error.field": "merchant", "error.validationType": "INVALID"},
+    ),
+    "unknown operation": (
+        nvp_post({**GOOD, "apiOperation": "PAY"}),
+        400,
+        {"error.field": "apiOperation", "error.validationType": "INVALID"},
+    ),
+    "unsupported field": (
+        nvp_post({**GOOD, "order.amount": "1"}),
+        400,
+        {"error.field": "order.amount", "error.validationType": "UNSUPPORTED"},
+    ),
+    "garbage body": (b"\xff\xfe%zz", 400, {"result": "ERROR", "error.cause": "INVALID_REQUEST"}),
+}
+
+
+async def test_gateway_answers_raw_nvp(nvp_adapter: Start) -> None:
+    """`gateway` serves the embedded gateway over HTTP and answers raw NVP the way MPGS does."""
+    gateway = await nvp_adapter("gateway", "--listen", "127.0.0.1:0")
+    url = f"http://{gateway.address}/api/nvp/version/100"
+    async with aiohttp.ClientSession() as session:
+        for name, (body, status, expected) in RAW_REQUESTS.items():
+            async with session.post(
+                url, data=body, headers={"Content-Type": nvp.CONTENT_TYPE}
+            ) as r:
+                fields = nvp.decode(await r.read())
+                assert r.status == status, name
+                assert r.headers["Content-Type"].startswith("application/x-www-form-urlencoded")
+            assert expected.items() <= fields.items(), (name, fields)
+            assert DEMO_PASSWORD not in str(fields)
+    code, _, err = await gateway.stop()
+    assert code == 0
+    assert "Traceback" not in err
+
+
+async def test_serve_against_the_gateway_process(nvp_adapter: Start) -> None:
+    """Two processes: `serve --upstream http://...` reaches `gateway` over real HTTP."""
+    gateway = await nvp_adapter("gateway", "--listen", "127.0.0.1:0")
+    server = await nvp_adapter(
+        "serve", "--listen", "127.0.0.1:0", "--upstream", f"http://{gateway.address}"
+    )
+    assert f"upstream: http://{gateway.address}" in server.first_line
+    response = await create_session(server.address)
+    assert response.result == pb.RESULT_SUCCESS
+    assert (await server.stop())[0] == 0
+    assert (await gateway.stop())[0] == 0
+
+
+def _config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "adapter.toml"
+    path.write_text(text)
+    return str(path)
+
+
+async def test_config_file_and_password_env(nvp_adapter: Start, tmp_path: Path) -> None:
+    """A config file with password_env serves its own merchant on the embedded gateway."""
+    config = _config(
+        tmp_path,
+        '[server]\nlisten = "127.0.0.1:0"\n[merchants.SHOP1]\npassword_env = "SHOP1_PASSWORD"\n',
+    )
+    server = await nvp_adapter("serve", "--config", config, env={"SHOP1_PASSWORD": "a" * 32})
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        response = await stub.CreateSession(pb.CreateSessionRequest(merchant="SHOP1"), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreateSession(pb.CreateSessionRequest(merchant=DEMO_MERCHANT), timeout=5)
+    assert response.merchant == "SHOP1"
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (await server.stop())[0] == 0
+
+
+MISTAKES = {
+    "unknown key": ("[server]\nlisten = '127.0.0.1:0'\nlisen = 'x'\n", "unknown key"),
+    "missing password": ("[merchants.SHOP1]\n", "no password"),
+    "plain http to a remote host": (
+        "[upstream]\nurl = 'http://gateway.example'\n[merchants.SHOP1]\npassword = 'x'\n",
+        "plain http is only for loopback hosts",
+    ),
+    "unreadable password file": (
+        "[merchants.SHOP1]\npassword_file = '/nonexistent/pw'\n",
+        "cannot read /nonexistent/pw",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "message"), MISTAKES.values(), ids=MISTAKES.keys())
+async def test_config_mistakes_exit_with_one_line(tmp_path: Path, text: str, message: str) -> None:
+    """A bad config prints one clear line on stderr and exits non-zero, with no traceback."""
+    code, out, err = await run("serve", "--config", _config(tmp_path, text))
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("nvp-adapter: error: ")
+    assert message in err
+
+
+@pytest.mark.parametrize("command", ["serve", "gateway"])
+async def test_port_in_use_exits_with_one_line(command: str) -> None:
+    """A port that is taken prints one line and exits non-zero, for both commands."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code, _, err = await run(command, "--listen", f"127.0.0.1:{port}")
+    assert code == 2
+    assert err.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--config", "/nonexistent/adapter.toml"],
+        ["serve", "--listen", "nowhere"],
+        ["gateway", "--listen", "nowhere"],
+        ["serve", "--upstream", "ftp://gateway.example"],
+    ],
+)
+async def test_bad_arguments_exit_with_one_line(args: list[str]) -> None:
+    """An unreadable file or a malformed flag is one line and a non-zero exit."""
+    code, _, err = await run(*args)
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+async def test_python_dash_m_is_the_same_command() -> None:
+    """`python -m adapter` is the console script."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "adapter", "--help", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert b"serve" in out
+    assert b"gateway" in out
