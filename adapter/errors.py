@@ -11,7 +11,7 @@
         ├── UpstreamUnavailable      the gateway could not be reached; the request was never sent
         ├── UpstreamOverloaded       HTTP 429/502/503/504 with no NVP error body
         ├── UpstreamConnectionLost   the connection broke after the request was sent
-        ├── UpstreamTimeout          no answer in time after the request was sent
+        ├── UpstreamTimeout          no answer in time (``sent``: whether the request left)
         └── UpstreamProtocolError    the answer is not valid NVP, lacks ``result`` or is too large
 
 ``status.py`` turns each of them into one gRPC status; this module only says what happened.
@@ -128,11 +128,15 @@ class UpstreamConnectionLost(UpstreamError):
 
 @dataclass(eq=False)
 class UpstreamTimeout(UpstreamError):
-    """No complete answer came in time after the request was sent: the outcome is unknown."""
+    """No complete answer came in time. If the request was ``sent``, the outcome is unknown;
+    if not, the caller's deadline left no time to send it."""
 
     seconds: float
+    sent: bool = True
 
     def __str__(self) -> str:
+        if not self.sent:
+            return "the caller's deadline left no time to call the gateway"
         return f"no answer from the gateway within {self.seconds:.3g}s"
 
 

@@ -129,9 +129,8 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                 code_pb2.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", str(exc), {"outcome": "UNKNOWN"}
             )
         case UpstreamTimeout():
-            return _Status(
-                code_pb2.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", str(exc), {"outcome": "UNKNOWN"}
-            )
+            outcome = {"outcome": "UNKNOWN"} if exc.sent else {}
+            return _Status(code_pb2.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", str(exc), outcome)
         case UpstreamProtocolError():
             return _Status(code_pb2.INTERNAL, "UPSTREAM_PROTOCOL_ERROR", str(exc))
         case _:

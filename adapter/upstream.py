@@ -246,7 +246,7 @@ class UpstreamClient:
             raise MerchantNotAllowed(merchant)
         budget = self._timeout if time_left is None else min(self._timeout, time_left)
         if budget <= 0:
-            raise UpstreamTimeout(0.0)
+            raise UpstreamTimeout(0.0, sent=False)
         secrets = _credential_fields(merchant, credentials)
         reply = await self._transport.post(nvp.encode({**fields, **secrets}), budget)
         return interpret(reply, self.redact)

@@ -2,6 +2,7 @@
 
 - ``scripted_upstream``: an aiohttp server whose every answer a test sets, recording requests.
 - ``start_adapter``: the adapter's own gRPC server in-process, with a stub connected to it.
+- ``fail``: make a call that must fail and unpack its rich status into a ``Failure``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp import web
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from adapter import nvp
+from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.config import (
     MerchantCredentials,
@@ -109,3 +115,55 @@ async def start_adapter() -> AsyncIterator[StartAdapter]:
             return session_service_pb2_grpc.SessionServiceStub(channel)
 
         yield start
+
+
+DETAIL_TYPES: tuple[type[Message], ...] = (
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.BadRequest,
+    error_details_pb2.RetryInfo,
+    gw.GatewayError,
+)
+
+
+@dataclass
+class Failure:
+    """What a caller sees of a failed call: code, message and details by type."""
+
+    code: grpc.StatusCode
+    message: str
+    details: dict[type[Message], Message] = field(default_factory=dict)
+
+    @property
+    def info(self) -> error_details_pb2.ErrorInfo:
+        info = self.details[error_details_pb2.ErrorInfo]
+        assert isinstance(info, error_details_pb2.ErrorInfo)
+        return info
+
+
+async def fail(
+    stub: session_service_pb2_grpc.SessionServiceStub,
+    request: pb.CreateSessionRequest | None = None,
+    deadline: float = 5.0,
+) -> Failure:
+    """Make a call that must fail and unpack its rich status."""
+    call = stub.CreateSession(
+        request or pb.CreateSessionRequest(merchant=MERCHANT), timeout=deadline
+    )
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call
+    status = await rpc_status.aio.from_call(call)
+    assert isinstance(status, status_pb2.Status), "every error carries a google.rpc.Status"
+    failure = Failure(await call.code(), status.message)
+    for packed in status.details:
+        for kind in DETAIL_TYPES:
+            if packed.Is(kind.DESCRIPTOR):
+                detail = kind()
+                packed.Unpack(detail)
+                assert kind not in failure.details, f"two {kind.__name__} details"
+                failure.details[kind] = detail
+                break
+        else:
+            pytest.fail(f"unexpected detail {packed.type_url}")
+    assert failure.info.domain == "nvp-adapter"
+    assert PASSWORD not in str(status)
+    return failure

@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 import pytest
 from aiohttp import web
-from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import error_details_pb2
 
 from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
@@ -26,58 +24,14 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.server import AdapterServer
 from adapter.upstream import RawReply
-from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, StartAdapter, make_settings
-
-DETAIL_TYPES: tuple[type[Message], ...] = (
-    error_details_pb2.ErrorInfo,
-    error_details_pb2.BadRequest,
-    error_details_pb2.RetryInfo,
-    gw.GatewayError,
+from tests.conftest import (
+    MERCHANT,
+    PASSWORD,
+    ScriptedUpstream,
+    StartAdapter,
+    fail,
+    make_settings,
 )
-
-
-@dataclass
-class Failure:
-    """What a caller sees of a failed call: code, message and details by type."""
-
-    code: grpc.StatusCode
-    message: str
-    details: dict[type[Message], Message] = field(default_factory=dict)
-
-    @property
-    def info(self) -> error_details_pb2.ErrorInfo:
-        info = self.details[error_details_pb2.ErrorInfo]
-        assert isinstance(info, error_details_pb2.ErrorInfo)
-        return info
-
-
-async def fail(
-    stub: session_service_pb2_grpc.SessionServiceStub,
-    request: pb.CreateSessionRequest | None = None,
-    deadline: float = 5.0,
-) -> Failure:
-    """Make a call that must fail and unpack its rich status."""
-    call = stub.CreateSession(
-        request or pb.CreateSessionRequest(merchant=MERCHANT), timeout=deadline
-    )
-    with pytest.raises(grpc.aio.AioRpcError):
-        await call
-    status = await rpc_status.aio.from_call(call)
-    assert isinstance(status, status_pb2.Status), "every error carries a google.rpc.Status"
-    failure = Failure(await call.code(), status.message)
-    for packed in status.details:
-        for kind in DETAIL_TYPES:
-            if packed.Is(kind.DESCRIPTOR):
-                detail = kind()
-                packed.Unpack(detail)
-                assert kind not in failure.details, f"two {kind.__name__} details"
-                failure.details[kind] = detail
-                break
-        else:
-            pytest.fail(f"unexpected detail {packed.type_url}")
-    assert failure.info.domain == "nvp-adapter"
-    assert PASSWORD not in str(status)
-    return failure
 
 
 def nvp_error(**fields: str) -> str:

@@ -11,12 +11,20 @@ import grpc
 import pytest
 import trustme
 from aiohttp import web
+from google.rpc import error_details_pb2
 
 from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from adapter.upstream import parse_retry_after
-from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, StartAdapter, make_settings
+from tests.conftest import (
+    MERCHANT,
+    PASSWORD,
+    ScriptedUpstream,
+    StartAdapter,
+    fail,
+    make_settings,
+)
 
 SESSION_ID = re.compile(r"SESSION0002[0-9A-Z]{20}")
 
@@ -104,10 +112,11 @@ async def test_certificate_problems_are_unavailable(
     stub = await start_adapter(
         make_settings(url, ca_file=ca_file if trusted else None),
     )
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.CreateSession(pb.CreateSessionRequest(merchant=MERCHANT), timeout=5)
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "certificate" in (caught.value.details() or "").lower()
+    failure = await fail(stub)
+    assert failure.code == grpc.StatusCode.UNAVAILABLE
+    assert failure.info.reason == "UPSTREAM_UNAVAILABLE"
+    assert error_details_pb2.RetryInfo in failure.details
+    assert "certificate" in failure.message.lower()
 
 
 async def test_client_certificate_authentication(
