@@ -9,9 +9,21 @@ import argparse
 import asyncio
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from adapter._proto.mpgs.gateway.v1 import session_service_pb2, session_service_pb2_grpc
+from adapter._proto.mpgs.gateway.v1 import (
+    gateway_error_pb2,
+    session_service_pb2,
+    session_service_pb2_grpc,
+)
+
+DETAILS = (
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.BadRequest,
+    error_details_pb2.RetryInfo,
+    gateway_error_pb2.GatewayError,
+)
 
 
 async def main() -> None:
@@ -33,8 +45,12 @@ async def main() -> None:
         except grpc.aio.AioRpcError as error:
             print(error.code().name, error.details())
             status = await rpc_status.aio.from_call(call)
-            for detail in status.details if status else []:
-                print(" ", detail)
+            for packed in status.details if status else []:
+                for kind in DETAILS:
+                    if packed.Is(kind.DESCRIPTOR):
+                        detail = kind()
+                        packed.Unpack(detail)
+                        print(f"  {kind.DESCRIPTOR.full_name}: {detail}".rstrip())
 
 
 if __name__ == "__main__":
