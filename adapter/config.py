@@ -86,6 +86,18 @@ class UpstreamSettings:
     max_response_bytes: int = MIB
     pool_size: int = 100
     """Connections kept to the gateway at most (keep-alive pool)."""
+    max_concurrent_calls: int = 64
+    """Upstream calls in flight at most; a call waits for a slot up to ``queue_timeout_seconds``."""
+    queue_timeout_seconds: float = 0.5
+    """How long a call may wait for a slot before it is refused UNAVAILABLE."""
+    retry_max_attempts: int = 3
+    """Attempts per call, the first included, where a retry is safe; 1 turns retries off."""
+    retry_initial_backoff_seconds: float = 0.1
+    retry_max_backoff_seconds: float = 2.0
+    breaker_failure_threshold: int = 5
+    """Consecutive transport failures that open the circuit; 0 turns the breaker off."""
+    breaker_cooldown_seconds: float = 10.0
+    """How long an open circuit fails calls fast before one probe call may try the gateway."""
     ca_file: str | None = None
     """A CA bundle to verify the gateway with instead of the system's."""
     client_cert_file: str | None = None
@@ -99,6 +111,17 @@ class UpstreamSettings:
             _require(0 < value <= 3600 and math.isfinite(value), f"upstream.{name} must be > 0")
         _require(self.max_response_bytes >= 1024, "upstream.max_response_bytes must be >= 1024")
         _require(self.pool_size >= 1, "upstream.pool_size must be at least 1")
+        _require(self.max_concurrent_calls >= 1, "upstream.max_concurrent_calls must be >= 1")
+        _require(self.retry_max_attempts >= 1, "upstream.retry_max_attempts must be at least 1")
+        _require(self.breaker_failure_threshold >= 0, "upstream.breaker_failure_threshold >= 0")
+        for name in (
+            "queue_timeout_seconds",
+            "retry_initial_backoff_seconds",
+            "retry_max_backoff_seconds",
+            "breaker_cooldown_seconds",
+        ):
+            value = getattr(self, name)
+            _require(0 <= value <= 3600, f"upstream.{name} must be 0 to 3600")
         _require(
             self.client_key_file is None or self.client_cert_file is not None,
             "upstream.client_key_file needs upstream.client_cert_file",

@@ -7,6 +7,8 @@
     ├── RequestInvalid               the caller's request fails the adapter's own validation
     ├── MerchantNotAllowed           no credentials held for the merchant
     └── UpstreamError                anything about the call to the gateway
+        ├── AdapterOverloaded        no free slot for an upstream call in time: never sent
+        ├── CircuitOpen              the gateway keeps failing; failing fast: never sent
         ├── GatewayRejected          the gateway answered ``result=ERROR``
         ├── UpstreamUnavailable      the gateway could not be reached; the request was never sent
         ├── UpstreamOverloaded       HTTP 429/502/503/504 with no NVP error body
@@ -66,6 +68,31 @@ class UpstreamError(AdapterError):
     """
 
     attempts: int = field(default=1, kw_only=True)
+
+
+@dataclass(eq=False)
+class AdapterOverloaded(UpstreamError):
+    """Every upstream slot stayed busy for the whole wait: the request was never sent."""
+
+    limit: int
+    waited: float
+
+    def __str__(self) -> str:
+        return f"adapter overloaded: all {self.limit} upstream slots busy for {self.waited:.3g}s"
+
+
+@dataclass(eq=False)
+class CircuitOpen(UpstreamError):
+    """The gateway failed too often in a row; calls fail fast until ``retry_after`` s pass."""
+
+    failures: int
+    retry_after: float
+
+    def __str__(self) -> str:
+        return (
+            f"gateway unreachable: {self.failures} failures in a row, "
+            f"failing fast for {self.retry_after:.3g}s more"
+        )
 
 
 @dataclass(eq=False)

@@ -26,7 +26,11 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from adapter import nvp
-from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2, session_service_pb2
+from adapter._proto.mpgs.gateway.v1 import (
+    gateway_error_pb2,
+    retry_safety_pb2,
+    session_service_pb2,
+)
 from adapter.errors import RequestInvalid
 
 EXTRA_FIELDS = "extra_fields"
@@ -150,6 +154,7 @@ class Operation:
     request: MessageSchema
     response: MessageSchema
     reserved: frozenset[str]  # names a caller may not set through extra_fields
+    repeatable: bool  # the proto declares RETRY_SAFETY_REPEATABLE: see adapter/retry.py
 
     @classmethod
     def for_method(cls, method: MethodDescriptor) -> Operation:
@@ -160,6 +165,7 @@ class Operation:
             request=request,
             response=MessageSchema(method.output_type),
             reserved=nvp.ADAPTER_OWNED | {nvp.MERCHANT} | request.names,
+            repeatable=retry_safety(method) == retry_safety_pb2.RETRY_SAFETY_REPEATABLE,
         )
 
     def encode_request(self, message: Message) -> dict[str, str]:
@@ -196,6 +202,12 @@ class Operation:
         if self.request.has_extra_fields and nvp_name in getattr(request, EXTRA_FIELDS):
             return f"{EXTRA_FIELDS}[{nvp_name}]"
         return nvp_name
+
+
+def retry_safety(method: MethodDescriptor) -> int:
+    """The RPC's ``(mpgs.gateway.v1.retry_safety)`` option; UNSPECIFIED where it says none."""
+    options = method.GetOptions()
+    return int(options.Extensions[retry_safety_pb2.retry_safety])
 
 
 def check_extra_key(key: str, reserved: frozenset[str]) -> None:

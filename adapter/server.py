@@ -98,6 +98,45 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class CircuitHealth:
+    """Reports the gateway's outage on the service's health status, never on the overall one.
+
+    A sidecar must not be restarted for its upstream's outage, so ``""`` stays SERVING while
+    ``mpgs.gateway.v1.SessionService`` is NOT_SERVING for as long as the circuit is open and calls
+    fail fast; it reads SERVING again once the cool-down ends and a call may probe the gateway.
+    """
+
+    def __init__(self, servicer: health.aio.HealthServicer, cooldown: float) -> None:
+        self._servicer = servicer
+        self._cooldown = cooldown
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def __call__(self, opened: bool) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._report(opened=opened)
+        if opened:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._cooldown, self._report)
+
+    def _report(self, *, opened: bool = False) -> None:
+        status = health_pb2.HealthCheckResponse.NOT_SERVING if opened else SERVING
+        task = asyncio.ensure_future(self._servicer.set(SESSION_SERVICE.full_name, status))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def aclose(self) -> None:
+        """Stop the cool-down timer and let the last reports land."""
+        if self._timer is not None:
+            self._timer.cancel()
+        await asyncio.gather(*self._pending)
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
 class AdapterServer:
     """The adapter's gRPC server as one ``async with`` resource.
 
@@ -109,6 +148,7 @@ class AdapterServer:
         self.settings = settings
         self._transport = transport
         self.health = health.aio.HealthServicer()
+        self._circuit_health: CircuitHealth | None = None
         self.address = ""
         self.port = 0
         self._client: UpstreamClient | None = None
@@ -137,7 +177,15 @@ class AdapterServer:
         if not bound:
             await transport.aclose()
             raise ConfigError(f"cannot listen on {server_settings.listen}: address not available")
-        self._client = UpstreamClient(transport, self.settings.upstream, self.settings.merchants)
+        self._circuit_health = CircuitHealth(
+            self.health, self.settings.upstream.breaker_cooldown_seconds
+        )
+        self._client = UpstreamClient(
+            transport,
+            self.settings.upstream,
+            self.settings.merchants,
+            on_circuit_change=self._circuit_health,
+        )
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(
             SessionService(self._client), server
         )
@@ -147,7 +195,7 @@ class AdapterServer:
         self._server, self.port = server, bound
         self.address = format_address(host, bound)
         for service in ("", SESSION_SERVICE.full_name):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(service, SERVING)
         log.info("listening on %s (%s)", self.address, self.settings.describe())
 
     async def stop(self, grace: float | None = None) -> None:
@@ -162,6 +210,8 @@ class AdapterServer:
         await self.health.enter_graceful_shutdown()
         await server.stop(self.settings.server.grace_seconds if grace is None else grace)
         self._server = None
+        if self._circuit_health is not None:
+            await self._circuit_health.aclose()
         if client is not None:
             self._client = None
             await client.aclose()

@@ -41,7 +41,9 @@ class RpcBoundary:
         started = time.perf_counter()
         try:
             fields = self.operation.encode_request(request)
-            answer = await self._client.call(fields, _time_left(context))
+            answer = await self._client.call(
+                fields, _time_left(context), repeatable=self.operation.repeatable
+            )
             return self.operation.decode_response(answer)
         except AdapterError as exc:
             failure: Exception = exc

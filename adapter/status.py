@@ -21,6 +21,8 @@ from grpc_status import rpc_status
 
 from adapter import nvp
 from adapter.errors import (
+    AdapterOverloaded,
+    CircuitOpen,
     GatewayRejected,
     MerchantNotAllowed,
     RequestInvalid,
@@ -109,6 +111,21 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
             return _Status(code_pb2.PERMISSION_DENIED, "MERCHANT_NOT_ALLOWED", str(exc))
         case GatewayRejected():
             return _gateway_status(exc, field_path)
+        case AdapterOverloaded():
+            return _Status(
+                code_pb2.UNAVAILABLE,
+                "ADAPTER_OVERLOADED",
+                str(exc),
+                retry_after=DEFAULT_RETRY_DELAY_SECONDS,
+            )
+        case CircuitOpen():
+            return _Status(
+                code_pb2.UNAVAILABLE,
+                "UPSTREAM_UNAVAILABLE",
+                str(exc),
+                {"circuit": "OPEN"},
+                retry_after=exc.retry_after,
+            )
         case UpstreamUnavailable():
             return _Status(
                 code_pb2.UNAVAILABLE,

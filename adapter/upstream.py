@@ -8,8 +8,10 @@ and the one place where aiohttp, OS and timeout errors become the adapter's own
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
+import logging
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -20,18 +22,24 @@ from typing import Protocol
 import aiohttp
 
 from adapter import nvp
+from adapter.breaker import CircuitBreaker
 from adapter.config import MerchantCredentials, UpstreamSettings
 from adapter.embedded import EmbeddedGateway
 from adapter.errors import (
+    AdapterOverloaded,
     GatewayRejected,
     MerchantNotAllowed,
     UpstreamConnectionLost,
+    UpstreamError,
     UpstreamOverloaded,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from adapter.redaction import Redactor
+from adapter.retry import RetryPolicy
+
+log = logging.getLogger("adapter.upstream")
 
 RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
 _REQUEST_HEADERS = {"Content-Type": nvp.CONTENT_TYPE, "Accept": "*/*"}
@@ -203,6 +211,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 class UpstreamClient:
     """Sends one NVP operation for a merchant, with the adapter's own credentials.
 
+    Each call may take several attempts (``retry.RetryPolicy``), each one admitted by the
+    circuit breaker and holding one of ``max_concurrent_calls`` slots while it runs.
+
     >>> async with UpstreamClient(transport, settings, merchants) as client:  # doctest: +SKIP
     ...     fields = await client.call({"apiOperation": "CREATE_SESSION", "merchant": "M1"})
     """
@@ -212,10 +223,25 @@ class UpstreamClient:
         transport: Transport,
         settings: UpstreamSettings,
         merchants: Mapping[str, MerchantCredentials],
+        *,
+        on_circuit_change: Callable[[bool], None] | None = None,
     ) -> None:
         self._transport = transport
         self._timeout = settings.timeout_seconds
         self._credentials = merchants
+        self._retry = RetryPolicy(
+            settings.retry_max_attempts,
+            settings.retry_initial_backoff_seconds,
+            settings.retry_max_backoff_seconds,
+        )
+        self._slots = asyncio.Semaphore(settings.max_concurrent_calls)
+        self._slot_count = settings.max_concurrent_calls
+        self._queue_timeout = settings.queue_timeout_seconds
+        self.breaker = CircuitBreaker(
+            settings.breaker_failure_threshold,
+            settings.breaker_cooldown_seconds,
+            on_change=on_circuit_change,
+        )
         self.redact = Redactor(c.password for c in merchants.values() if c.password is not None)
         """Scrubs every configured password from text: replies, log lines, tracebacks."""
 
@@ -234,22 +260,84 @@ class UpstreamClient:
         await self._transport.aclose()
 
     async def call(
-        self, fields: Mapping[str, str], time_left: float | None = None
+        self,
+        fields: Mapping[str, str],
+        time_left: float | None = None,
+        *,
+        repeatable: bool = False,
     ) -> dict[str, str]:
         """POST ``fields`` plus credentials; the gateway's fields when ``result`` is not ERROR.
 
-        ``time_left`` is the caller's remaining time; the per-attempt timeout is capped by it.
+        ``time_left`` is the caller's remaining time: it caps every attempt and every wait.
+        ``repeatable`` says the operation may be sent again after the gateway turned it away.
         """
         merchant = fields[nvp.MERCHANT]
         credentials = self._credentials.get(merchant)
         if credentials is None:
             raise MerchantNotAllowed(merchant)
-        budget = self._timeout if time_left is None else min(self._timeout, time_left)
-        if budget <= 0:
+        body = nvp.encode({**fields, **_credential_fields(merchant, credentials)})
+        loop = asyncio.get_running_loop()
+        deadline = None if time_left is None else loop.time() + time_left
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(body, deadline)
+            except UpstreamError as failure:
+                failure.attempts = attempt
+                delay = self._retry.delay(failure, attempt, repeatable)
+                if delay is None or (deadline is not None and loop.time() + delay >= deadline):
+                    raise
+                log.debug("attempt %d failed (%s); retrying in %.3fs", attempt, failure, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _attempt(self, body: bytes, deadline: float | None) -> dict[str, str]:
+        """One attempt: a breaker admission, a slot, one HTTP exchange and its meaning."""
+        loop = asyncio.get_running_loop()
+        if deadline is not None and deadline <= loop.time():
             raise UpstreamTimeout(0.0, sent=False)
-        secrets = _credential_fields(merchant, credentials)
-        reply = await self._transport.post(nvp.encode({**fields, **secrets}), budget)
-        return interpret(reply, self.redact)
+        probe = self.breaker.admit()
+        outcome = self.breaker.abandoned
+        try:
+            await self._take_slot(deadline)
+            try:
+                budget = self._timeout
+                if deadline is not None:
+                    budget = min(budget, deadline - loop.time())
+                reply = await self._transport.post(body, budget)
+                fields = interpret(reply, self.redact)
+            finally:
+                self._slots.release()
+        except _TRANSPORT_FAILURES:
+            outcome = self.breaker.failed
+            raise
+        except (GatewayRejected, UpstreamProtocolError):
+            outcome = self.breaker.succeeded  # the gateway is up, whatever it said
+            raise
+        else:
+            outcome = self.breaker.succeeded
+        finally:
+            outcome(probe)
+        return fields
+
+    async def _take_slot(self, deadline: float | None) -> None:
+        wait = self._queue_timeout
+        if deadline is not None:
+            wait = max(0.0, min(wait, deadline - asyncio.get_running_loop().time()))
+        try:
+            async with asyncio.timeout(wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise AdapterOverloaded(self._slot_count, wait) from None
+
+
+_TRANSPORT_FAILURES = (
+    UpstreamUnavailable,
+    UpstreamConnectionLost,
+    UpstreamTimeout,
+    UpstreamOverloaded,
+)
+"""Failures that say the gateway is unreachable or failing: the breaker counts these."""
 
 
 def _credential_fields(merchant: str, credentials: MerchantCredentials) -> Mapping[str, str]:

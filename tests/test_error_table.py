@@ -50,6 +50,7 @@ class GatewayRow:
     metadata: Mapping[str, str]
     violation: str | None = None
     retry: bool = False
+    attempts: int = 1  # CreateSession is repeatable: SERVER_BUSY is tried up to 3 times
 
 
 GATEWAY_ROWS = {
@@ -131,6 +132,7 @@ GATEWAY_ROWS = {
         "SERVER_BUSY",
         {"cause": "SERVER_BUSY"},
         retry=True,
+        attempts=3,
     ),
     "server failed": GatewayRow(
         nvp_error(cause="SERVER_FAILED", supportCode="SF-7"),
@@ -173,7 +175,7 @@ async def test_gateway_error_rows(
 
     assert failure.code == row.code
     assert failure.info.reason == row.reason
-    assert dict(failure.info.metadata) == {**row.metadata, "attempts": "1"}
+    assert dict(failure.info.metadata) == {**row.metadata, "attempts": str(row.attempts)}
     gateway_error = failure.details[gw.GatewayError]
     assert isinstance(gateway_error, gw.GatewayError)
     assert gateway_error.field == row.metadata.get("field", "")
@@ -185,7 +187,7 @@ async def test_gateway_error_rows(
         assert isinstance(bad_request, error_details_pb2.BadRequest)
         assert [v.field for v in bad_request.field_violations] == [row.violation]
     assert (error_details_pb2.RetryInfo in failure.details) == row.retry
-    assert len(scripted_upstream.requests) == 1
+    assert len(scripted_upstream.requests) == row.attempts
 
 
 async def test_gateway_error_carries_enums(
@@ -271,12 +273,12 @@ def _closed_port() -> int:
 
 
 async def test_connection_refused(start_adapter: StartAdapter) -> None:
-    """A refused connection is UNAVAILABLE/UPSTREAM_UNAVAILABLE with RetryInfo."""
+    """A refused connection is UNAVAILABLE/UPSTREAM_UNAVAILABLE with RetryInfo, after retries."""
     stub = await start_adapter(make_settings(f"http://127.0.0.1:{_closed_port()}"))
     failure = await fail(stub)
     assert failure.code == grpc.StatusCode.UNAVAILABLE
     assert failure.info.reason == "UPSTREAM_UNAVAILABLE"
-    assert failure.info.metadata["attempts"] == "1"
+    assert failure.info.metadata["attempts"] == "3"
     assert "outcome" not in failure.info.metadata
     assert error_details_pb2.RetryInfo in failure.details
 

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from adapter._proto.mpgs.gateway.v1 import retry_safety_pb2 as mpgs_dot_gateway_dot_v1_dot_retry__safety__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%mpgs/gateway/v1/session_service.proto\x12\x0fmpgs.gateway.v1\"c\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12;\n\rupdate_status\x18\x02 \x01(\x0e\x32$.mpgs.gateway.v1.SessionUpdateStatus\x12\x0f\n\x07version\x18\x03 \x01(\t\"\xc2\x01\n\x14\x43reateSessionRequest\x12\x10\n\x08merchant\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12L\n\x0c\x65xtra_fields\x18\x0f \x03(\x0b\x32\x36.mpgs.gateway.v1.CreateSessionRequest.ExtraFieldsEntry\x1a\x32\n\x10\x45xtraFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x02\n\x15\x43reateSessionResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x10\n\x08merchant\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0e\x32\x17.mpgs.gateway.v1.Result\x12)\n\x07session\x18\x04 \x01(\x0b\x32\x18.mpgs.gateway.v1.Session\x12M\n\x0c\x65xtra_fields\x18\x0f \x03(\x0b\x32\x37.mpgs.gateway.v1.CreateSessionResponse.ExtraFieldsEntry\x1a\x32\n\x10\x45xtraFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*p\n\x06Result\x12\x16\n\x12RESULT_UNSPECIFIED\x10\x00\x12\x12\n\x0eRESULT_SUCCESS\x10\x01\x12\x12\n\x0eRESULT_PENDING\x10\x02\x12\x12\n\x0eRESULT_FAILURE\x10\x03\x12\x12\n\x0eRESULT_UNKNOWN\x10\x04*\xa7\x01\n\x13SessionUpdateStatus\x12%\n!SESSION_UPDATE_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fSESSION_UPDATE_STATUS_NO_UPDATE\x10\x01\x12!\n\x1dSESSION_UPDATE_STATUS_SUCCESS\x10\x02\x12!\n\x1dSESSION_UPDATE_STATUS_FAILURE\x10\x03\x32p\n\x0eSessionService\x12^\n\rCreateSession\x12%.mpgs.gateway.v1.CreateSessionRequest\x1a&.mpgs.gateway.v1.CreateSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%mpgs/gateway/v1/session_service.proto\x12\x0fmpgs.gateway.v1\x1a\"mpgs/gateway/v1/retry_safety.proto\"c\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12;\n\rupdate_status\x18\x02 \x01(\x0e\x32$.mpgs.gateway.v1.SessionUpdateStatus\x12\x0f\n\x07version\x18\x03 \x01(\t\"\xc2\x01\n\x14\x43reateSessionRequest\x12\x10\n\x08merchant\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12L\n\x0c\x65xtra_fields\x18\x0f \x03(\x0b\x32\x36.mpgs.gateway.v1.CreateSessionRequest.ExtraFieldsEntry\x1a\x32\n\x10\x45xtraFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x02\n\x15\x43reateSessionResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x10\n\x08merchant\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0e\x32\x17.mpgs.gateway.v1.Result\x12)\n\x07session\x18\x04 \x01(\x0b\x32\x18.mpgs.gateway.v1.Session\x12M\n\x0c\x65xtra_fields\x18\x0f \x03(\x0b\x32\x37.mpgs.gateway.v1.CreateSessionResponse.ExtraFieldsEntry\x1a\x32\n\x10\x45xtraFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*p\n\x06Result\x12\x16\n\x12RESULT_UNSPECIFIED\x10\x00\x12\x12\n\x0eRESULT_SUCCESS\x10\x01\x12\x12\n\x0eRESULT_PENDING\x10\x02\x12\x12\n\x0eRESULT_FAILURE\x10\x03\x12\x12\n\x0eRESULT_UNKNOWN\x10\x04*\xa7\x01\n\x13SessionUpdateStatus\x12%\n!SESSION_UPDATE_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fSESSION_UPDATE_STATUS_NO_UPDATE\x10\x01\x12!\n\x1dSESSION_UPDATE_STATUS_SUCCESS\x10\x02\x12!\n\x1dSESSION_UPDATE_STATUS_FAILURE\x10\x03\x32v\n\x0eSessionService\x12\x64\n\rCreateSession\x12%.mpgs.gateway.v1.CreateSessionRequest\x1a&.mpgs.gateway.v1.CreateSessionResponse\"\x04\xc8\xf3\x18\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,20 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_options = b'8\001'
   _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._loaded_options = None
   _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_RESULT']._serialized_start=639
-  _globals['_RESULT']._serialized_end=751
-  _globals['_SESSIONUPDATESTATUS']._serialized_start=754
-  _globals['_SESSIONUPDATESTATUS']._serialized_end=921
-  _globals['_SESSION']._serialized_start=58
-  _globals['_SESSION']._serialized_end=157
-  _globals['_CREATESESSIONREQUEST']._serialized_start=160
-  _globals['_CREATESESSIONREQUEST']._serialized_end=354
-  _globals['_CREATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_start=304
-  _globals['_CREATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_end=354
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=357
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=637
-  _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_start=304
-  _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_end=354
-  _globals['_SESSIONSERVICE']._serialized_start=923
-  _globals['_SESSIONSERVICE']._serialized_end=1035
+  _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._serialized_options = b'\310\363\030\002'
+  _globals['_RESULT']._serialized_start=675
+  _globals['_RESULT']._serialized_end=787
+  _globals['_SESSIONUPDATESTATUS']._serialized_start=790
+  _globals['_SESSIONUPDATESTATUS']._serialized_end=957
+  _globals['_SESSION']._serialized_start=94
+  _globals['_SESSION']._serialized_end=193
+  _globals['_CREATESESSIONREQUEST']._serialized_start=196
+  _globals['_CREATESESSIONREQUEST']._serialized_end=390
+  _globals['_CREATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_start=340
+  _globals['_CREATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_end=390
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=393
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=673
+  _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_start=340
+  _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_end=390
+  _globals['_SESSIONSERVICE']._serialized_start=959
+  _globals['_SESSIONSERVICE']._serialized_end=1077
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,65 @@
+"""When a failed upstream attempt may be tried again, and after how long.
+
+Two things decide it. The failure: a request that never left the adapter (``UpstreamUnavailable``:
+refused, DNS, TLS, no free pooled connection) is safe to send again for every operation; a gateway
+that says it did not process the request (``SERVER_BUSY``, HTTP 429 or 503 with no NVP body) is
+safe only for an operation declared ``RETRY_SAFETY_REPEATABLE`` in the proto; anything that may
+have reached the gateway and done its work (a lost connection, a timeout, HTTP 502 or 504) is never
+retried. And the budget: attempts are bounded, and no wait runs past the caller's deadline.
+
+Delays grow exponentially with full jitter, and are never shorter than the gateway's
+``Retry-After``.
+
+>>> policy = RetryPolicy(max_attempts=3, initial_backoff=0.1, max_backoff=2.0)
+>>> policy.delay(UpstreamUnavailable("refused"), attempt=1, repeatable=False) <= 0.1
+True
+>>> policy.delay(UpstreamUnavailable("refused"), attempt=3, repeatable=False) is None
+True
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from adapter.errors import GatewayRejected, UpstreamError, UpstreamOverloaded, UpstreamUnavailable
+
+SERVER_BUSY = "SERVER_BUSY"
+NOT_PROCESSED_HTTP_STATUSES = frozenset({429, 503})
+"""Front-door answers that say the request was turned away, not worked on (unlike 502 and 504)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds and backoff for one call's attempts; ``max_attempts`` 1 means no retries."""
+
+    max_attempts: int
+    initial_backoff: float
+    max_backoff: float
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    def delay(self, failure: UpstreamError, attempt: int, repeatable: bool) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None if it must not be made."""
+        if attempt >= self.max_attempts:
+            return None
+        advice = _retry_advice(failure, repeatable)
+        if advice is None:
+            return None
+        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        return max(self.rng.uniform(0, ceiling), advice)
+
+
+def _retry_advice(failure: UpstreamError, repeatable: bool) -> float | None:
+    """The least wait the failure itself asks for, or None if it is not safe to retry."""
+    if isinstance(failure, UpstreamUnavailable):
+        return 0.0
+    if not repeatable:
+        return None
+    if isinstance(failure, GatewayRejected) and failure.cause == SERVER_BUSY:
+        return 0.0
+    if (
+        isinstance(failure, UpstreamOverloaded)
+        and failure.http_status in NOT_PROCESSED_HTTP_STATUSES
+    ):
+        return failure.retry_after or 0.0
+    return None
