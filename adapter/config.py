@@ -164,10 +164,6 @@ class Settings:
                     "password_file, or upstream.client_cert_file for certificate authentication)",
                 )
 
-    def secrets(self) -> list[Secret]:
-        """Every password the settings hold, for the redactor."""
-        return [c.password for c in self.merchants.values() if c.password is not None]
-
     def describe(self) -> str:
         """One line about the running configuration, with no secret in it."""
         upstream = EMBEDDED if self.upstream.is_embedded else self.upstream.endpoint()
