@@ -40,14 +40,14 @@ class RequestInvalid(AdapterError):
     """The request fails the adapter's own validation; no upstream call was made.
 
     ``field`` is the proto field path the caller can fix, e.g. ``merchant`` or
-    ``extra_fields[order.id]``.
+    ``extra_fields[order.id]``; empty when no one field is to blame (bytes that do not parse).
     """
 
     field: str
     description: str
 
     def __str__(self) -> str:
-        return f"{self.field}: {self.description}"
+        return f"{self.field}: {self.description}" if self.field else self.description
 
 
 @dataclass(eq=False)

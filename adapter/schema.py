@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, MethodDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from adapter import nvp
@@ -168,6 +168,13 @@ class Operation:
             repeatable=retry_safety(method) == retry_safety_pb2.RETRY_SAFETY_REPEATABLE,
         )
 
+    def parse_request(self, raw: bytes) -> Message:
+        """The request message from its wire bytes; ``RequestInvalid`` if they do not parse."""
+        try:
+            return self.request.message_class.FromString(raw)
+        except DecodeError as exc:
+            raise RequestInvalid("", f"not a valid {self.request.descriptor.name}: {exc}") from None
+
     def encode_request(self, message: Message) -> dict[str, str]:
         """The NVP fields for a request (credentials aside), after checking ``extra_fields``.
 
@@ -191,7 +198,7 @@ class Operation:
         message, _ = self.response.parse(fields)
         return message
 
-    def field_path(self, nvp_name: str, request: Message) -> str:
+    def field_path(self, nvp_name: str, request: Message | None) -> str:
         """Where in the request the caller set an NVP field, for a FieldViolation.
 
         The proto path of a modelled field, ``extra_fields[<name>]`` for an extra field, else
@@ -199,7 +206,8 @@ class Operation:
         """
         if (path := self.request.proto_path(nvp_name)) is not None:
             return path
-        if self.request.has_extra_fields and nvp_name in getattr(request, EXTRA_FIELDS):
+        extra = getattr(request, EXTRA_FIELDS, {}) if self.request.has_extra_fields else {}
+        if nvp_name in extra:
             return f"{EXTRA_FIELDS}[{nvp_name}]"
         return nvp_name
 

@@ -24,12 +24,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.config import Settings, parse_host_port
 from adapter.embedded import EmbeddedGateway
 from adapter.errors import ConfigError
 from adapter.schema import SESSION_SERVICE
-from adapter.service import SessionService
+from adapter.service import session_service
 from adapter.upstream import EmbeddedTransport, HttpTransport, Transport, UpstreamClient
 
 log = logging.getLogger("adapter.server")
@@ -149,6 +148,7 @@ class AdapterServer:
         self._transport = transport
         self.health = health.aio.HealthServicer()
         self._circuit_health: CircuitHealth | None = None
+        self._stopping = False
         self.address = ""
         self.port = 0
         self._client: UpstreamClient | None = None
@@ -186,9 +186,7 @@ class AdapterServer:
             self.settings.merchants,
             on_circuit_change=self._circuit_health,
         )
-        session_service_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionService(self._client), server
-        )
+        server.add_generic_rpc_handlers((session_service(self._client),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         await server.start()
@@ -202,11 +200,17 @@ class AdapterServer:
         """Health NOT_SERVING, refuse new calls, finish calls in flight, close the pool.
 
         ``grace`` defaults to the configured grace period; 0 cancels calls in flight at once.
-        Safe to call twice; a second call with ``grace=0`` cuts a graceful stop short.
+        Safe to call twice; a second call with ``grace=0`` cuts a graceful stop short, and the
+        first call finishes the stop.
         """
         server, client = self._server, self._client
         if server is None:
             return
+        if self._stopping:  # a stop is under way: cut its grace short if asked, and leave it be
+            if grace == 0:
+                await server.stop(0)
+            return
+        self._stopping = True
         await self.health.enter_graceful_shutdown()
         await server.stop(self.settings.server.grace_seconds if grace is None else grace)
         self._server = None
@@ -215,6 +219,7 @@ class AdapterServer:
         if client is not None:
             self._client = None
             await client.aclose()
+        self._stopping = False
         log.info("stopped")
 
     async def wait_for_termination(self) -> None:

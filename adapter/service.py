@@ -1,4 +1,4 @@
-"""Thin servicers: validate, call the gateway, map the answer; one error boundary for all RPCs.
+"""The RPC handlers: parse, validate, call the gateway, map the answer; one error boundary.
 
 Every RPC goes through ``RpcBoundary``: an ``AdapterError`` becomes its rich status
 (``status.rich_status``), anything unexpected is logged once with its traceback and answered
@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from typing import cast
+from functools import partial
 
 import grpc
 from google.protobuf.message import Message
 from google.rpc import code_pb2
 
-from adapter._proto.mpgs.gateway.v1 import session_service_pb2, session_service_pb2_grpc
 from adapter.errors import AdapterError, UpstreamError
-from adapter.schema import OPERATIONS, Operation
+from adapter.schema import OPERATIONS, SESSION_SERVICE, Operation
 from adapter.status import rich_status
 from adapter.upstream import UpstreamClient
 
@@ -29,17 +28,24 @@ DEADLINE_MARGIN_SECONDS = 0.05
 
 
 class RpcBoundary:
-    """Runs one operation for one call and turns every failure into one rich status."""
+    """Runs one operation for one call and turns every failure into one rich status.
+
+    The request arrives as bytes and is parsed here, inside the boundary, so that even a request
+    grpc could not parse (a string field that is not UTF-8) is answered with a rich
+    INVALID_ARGUMENT rather than grpc's bare UNKNOWN.
+    """
 
     def __init__(self, operation: Operation, client: UpstreamClient) -> None:
         self.operation = operation
         self._client = client
 
-    async def __call__(
-        self, request: Message, context: grpc.aio.ServicerContext[Message, Message]
+    async def handle(
+        self, raw: bytes, context: grpc.aio.ServicerContext[bytes, Message]
     ) -> Message:
         started = time.perf_counter()
+        request: Message | None = None
         try:
+            request = self.operation.parse_request(raw)
             fields = self.operation.encode_request(request)
             answer = await self._client.call(
                 fields, _time_left(context), repeatable=self.operation.repeatable
@@ -52,7 +58,7 @@ class RpcBoundary:
             trace = self._client.redact("".join(traceback.format_exception(exc)))
             log.error("rpc=%s unexpected error\n%s", self.operation.rpc_name, trace)  # noqa: TRY400
             failure = exc
-        status = rich_status(failure, lambda name: self.operation.field_path(name, request))
+        status = rich_status(failure, partial(self.operation.field_path, request=request))
         log.warning(
             "rpc=%s code=%s reason=%s attempts=%s ms=%.1f message=%r",
             self.operation.rpc_name,
@@ -66,25 +72,26 @@ class RpcBoundary:
         raise AssertionError("unreachable: abort_with_status raises")  # pragma: no cover
 
 
-def _time_left(context: grpc.aio.ServicerContext[Message, Message]) -> float | None:
+def _time_left(context: grpc.aio.ServicerContext[bytes, Message]) -> float | None:
     remaining = context.time_remaining()
     if remaining is None:
         return None
     return max(0.0, remaining - DEADLINE_MARGIN_SECONDS)
 
 
-class SessionService(session_service_pb2_grpc.SessionServiceServicer):
-    """``mpgs.gateway.v1.SessionService`` on top of the gateway's NVP API."""
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
 
-    def __init__(self, client: UpstreamClient) -> None:
-        self._create_session = RpcBoundary(OPERATIONS["CreateSession"], client)
 
-    async def CreateSession(
-        self,
-        request: session_service_pb2.CreateSessionRequest,
-        context: grpc.aio.ServicerContext[
-            session_service_pb2.CreateSessionRequest, session_service_pb2.CreateSessionResponse
-        ],
-    ) -> session_service_pb2.CreateSessionResponse:
-        response = await self._create_session(request, context)  # type: ignore[arg-type]
-        return cast(session_service_pb2.CreateSessionResponse, response)
+def session_service(client: UpstreamClient) -> grpc.GenericRpcHandler:
+    """``mpgs.gateway.v1.SessionService``: one handler per RPC in the proto, each a boundary.
+
+    The handlers come from the service descriptor, so a new RPC needs no servicer method.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler[bytes, Message]] = {
+        name: grpc.unary_unary_rpc_method_handler(
+            RpcBoundary(operation, client).handle, response_serializer=_serialize
+        )
+        for name, operation in OPERATIONS.items()
+    }
+    return grpc.method_handlers_generic_handler(SESSION_SERVICE.full_name, handlers)

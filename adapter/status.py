@@ -105,7 +105,7 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                 code_pb2.INVALID_ARGUMENT,
                 "INVALID_REQUEST",
                 f"invalid request: {exc}",
-                details=[_bad_request(exc.field, exc.description)],
+                details=[_bad_request(exc.field, exc.description)] if exc.field else [],
             )
         case MerchantNotAllowed():
             return _Status(code_pb2.PERMISSION_DENIED, "MERCHANT_NOT_ALLOWED", str(exc))

@@ -1,0 +1,258 @@
+"""A bounded soak: many CreateSession calls through the real processes, watching the adapter's RSS.
+
+Usage: .venv/bin/python scripts/soak.py [--calls 50000] [--concurrency 64] [--warmup 5000]
+       [--max-rss-growth 0.10]
+
+Starts ``nvp-adapter gateway`` (the embedded gateway over HTTP) and ``nvp-adapter serve`` against
+it, both on loopback port 0, drives ``--calls`` calls with exactly ``--concurrency`` in flight over
+one channel, samples the adapter's RSS after the first ``--warmup`` calls and at the end, stops
+both processes with SIGTERM and prints a report. Exits 1 if a call failed, a process did not exit
+0, or the RSS grew by more than ``--max-rss-growth`` (a fraction: 0.10 is 10 %) after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import shlex
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+
+MERCHANT = "TESTMERCHANT"
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+CALL_TIMEOUT = 10.0
+MIB = 1024 * 1024
+_SCRIPT = Path(sys.executable).with_name("nvp-adapter")
+COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "adapter"]
+_ADDRESS = re.compile(r"listening on (?:http://)?(\S+?)(?:/api\S*)? ")
+
+
+@dataclass
+class Child:
+    """One ``nvp-adapter`` process: its address (from its first line) and its stderr file."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    stderr: IO[bytes]
+    address: str = ""
+    drain: asyncio.Task[None] | None = None
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        self.stderr.seek(0)
+        return "\n".join(self.stderr.read().decode(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Results:
+    """What the load produced: per-call latencies, failures by code, RSS samples."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    rss_warm: int | None = None
+    elapsed: float = 0.0
+
+
+async def start(name: str, args: Sequence[str], stderr: IO[bytes], children: list[Child]) -> Child:
+    """Start ``nvp-adapter ARGS`` and wait for the first line, which names the bound address.
+
+    The child joins ``children`` at once, so that the caller stops it even if this fails.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=stderr
+    )
+    child = Child(name, proc, stderr)
+    children.append(child)
+    if proc.stdout is None:  # cannot happen with stdout=PIPE; narrows the type
+        raise RuntimeError(f"{name}: no stdout pipe")
+    line = (await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)).decode()
+    match = _ADDRESS.search(line)
+    if match is None:
+        raise RuntimeError(f"{name} printed no address: {line!r}\n{child.stderr_tail()}")
+    child.address = match[1]
+    child.drain = asyncio.create_task(_drain(proc.stdout))  # the pipe must never fill up
+    return child
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+async def stop(child: Child) -> int:
+    """SIGTERM, then wait; a process that outlives STOP_TIMEOUT is killed and reported as -9."""
+    if child.proc.returncode is None:
+        child.proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(child.proc.wait(), STOP_TIMEOUT)
+    except TimeoutError:
+        child.proc.kill()
+        await child.proc.wait()
+        return -signal.SIGKILL
+    finally:
+        if child.drain is not None:
+            await child.drain
+
+
+def rss_bytes(pid: int) -> int:
+    """The process's resident set size, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def drive(address: str, pid: int, calls: int, concurrency: int, warmup: int) -> Results:
+    """Make ``calls`` calls with ``concurrency`` workers on one channel."""
+    results = Results()
+    issued = 0
+    done = 0
+
+    async def worker(stub: session_service_pb2_grpc.SessionServiceAsyncStub) -> None:
+        nonlocal issued, done
+        while issued < calls:
+            number = issued
+            issued += 1
+            correlation_id = f"soak-{number}"
+            started = time.perf_counter()
+            try:
+                response = await stub.CreateSession(
+                    pb.CreateSessionRequest(merchant=MERCHANT, correlation_id=correlation_id),
+                    timeout=CALL_TIMEOUT,
+                )
+            except grpc.aio.AioRpcError as exc:
+                results.errors[exc.code().name] += 1
+            else:
+                if response.correlation_id != correlation_id or not response.session.id:
+                    results.errors["WRONG_ANSWER"] += 1
+            results.latencies.append(time.perf_counter() - started)
+            done += 1
+            if done == warmup:
+                results.rss_warm = rss_bytes(pid)
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        await asyncio.wait_for(channel.channel_ready(), START_TIMEOUT)
+        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(stub) for _ in range(concurrency)))
+        results.elapsed = time.perf_counter() - began
+    return results
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted, non-empty sequence."""
+    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def report(args: argparse.Namespace, results: Results, rss_end: int, exits: dict[str, int]) -> bool:
+    """Print the report; True when everything held."""
+    failed_calls = sum(results.errors.values())
+    errors = ", ".join(f"{code}: {n}" for code, n in sorted(results.errors.items()))
+    latencies = sorted(results.latencies)
+    rss_warm = results.rss_warm or rss_end
+    growth = (rss_end - rss_warm) / rss_warm
+    grew_too_much = growth > args.max_rss_growth
+    bad_exits = {name: code for name, code in exits.items() if code != 0}
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"calls: {len(latencies)} ({args.concurrency} in flight, warm-up {args.warmup})")
+    print(f"errors: {failed_calls}" + (f" ({errors})" if errors else ""))
+    print(f"adapter RSS after warm-up: {rss_warm / MIB:.1f} MiB")
+    print(f"adapter RSS at end: {rss_end / MIB:.1f} MiB")
+    print(
+        f"RSS growth: {growth:+.1%} (limit {args.max_rss_growth:+.1%})"
+        + (" EXCEEDED" if grew_too_much else "")
+    )
+    print(
+        f"throughput: {len(latencies) / results.elapsed:.0f} calls/s over {results.elapsed:.1f} s"
+    )
+    print(
+        f"latency: p50 {percentile(latencies, 0.50) * 1000:.1f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms"
+    )
+    print("exit codes: " + ", ".join(f"{name} {code}" for name, code in exits.items()))
+    ok = failed_calls == 0 and not grew_too_much and not bad_exits
+    print(f"result: {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+async def soak(args: argparse.Namespace) -> bool:
+    children: list[Child] = []
+    with tempfile.TemporaryFile() as gateway_err, tempfile.TemporaryFile() as adapter_err:
+        try:
+            gateway = await start(
+                "gateway", ["gateway", "--listen", "127.0.0.1:0"], gateway_err, children
+            )
+            adapter = await start(
+                "adapter",
+                [
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--upstream",
+                    f"http://{gateway.address}",
+                ],
+                adapter_err,
+                children,
+            )
+            results = await drive(
+                adapter.address, adapter.proc.pid, args.calls, args.concurrency, args.warmup
+            )
+            rss_end = rss_bytes(adapter.proc.pid)
+            # Reverse order: the adapter first, so no call of its is cut off by a gone gateway.
+            exits = {child.name: await stop(child) for child in reversed(children)}
+            ok = report(args, results, rss_end, exits)
+            if not ok:
+                for child in children:
+                    print(f"--- {child.name} stderr (last lines) ---\n{child.stderr_tail()}")
+            return ok
+        finally:
+            for child in children:
+                if child.proc.returncode is None:
+                    child.proc.kill()
+                    with contextlib.suppress(ProcessLookupError):
+                        await child.proc.wait()
+                if child.drain is not None and not child.drain.done():
+                    child.drain.cancel()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--calls", type=int, default=50_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=5_000)
+    parser.add_argument(
+        "--max-rss-growth",
+        type=float,
+        default=0.10,
+        help="largest RSS growth allowed after warm-up, as a fraction (0.10 is 10%%)",
+    )
+    args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    if not 1 <= args.warmup < args.calls:
+        parser.error("--warmup must be at least 1 and less than --calls")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    sys.exit(0 if asyncio.run(soak(args)) else 1)
+
+
+if __name__ == "__main__":
+    main()
