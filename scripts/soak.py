@@ -168,7 +168,7 @@ def report(args: argparse.Namespace, results: Results, rss_end: int, exits: dict
     growth = (rss_end - rss_warm) / rss_warm
     grew_too_much = growth > args.max_rss_growth
     bad_exits = {name: code for name, code in exits.items() if code != 0}
-    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"command: {shlex.join(['python', *sys.argv])}")
     print(f"calls: {len(latencies)} ({args.concurrency} in flight, warm-up {args.warmup})")
     print(f"errors: {failed_calls}" + (f" ({errors})" if errors else ""))
     print(f"adapter RSS after warm-up: {rss_warm / MIB:.1f} MiB")
