@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Protocol
 
 import aiohttp
@@ -104,17 +104,25 @@ class HttpTransport:
             ssl=build_ssl_context(settings),
             keepalive_timeout=30,
         )
+        sending = aiohttp.TraceConfig()
+        sending.on_request_headers_sent.append(_mark_sent)
         self._session = aiohttp.ClientSession(
             connector=connector,
+            trace_configs=[sending],
             skip_auto_headers=("User-Agent",),
             headers={"User-Agent": "nvp-adapter"},
         )
 
     async def post(self, body: bytes, budget: float) -> RawReply:
         limits = aiohttp.ClientTimeout(total=budget, connect=min(self._connect_timeout, budget))
-        with _translate_errors(budget):
+        progress = {_SENT: False}
+        with _translate_errors(budget, progress):
             async with self._session.post(
-                self._endpoint, data=body, headers=_REQUEST_HEADERS, timeout=limits
+                self._endpoint,
+                data=body,
+                headers=_REQUEST_HEADERS,
+                timeout=limits,
+                trace_request_ctx=progress,
             ) as response:
                 data = await self._read_capped(response)
                 return RawReply(response.status, data, response.headers.get("Retry-After"))
@@ -128,7 +136,7 @@ class HttpTransport:
                 if not chunk:
                     return bytes(data)
                 data += chunk
-        response.close()  # the rest of the body is not wanted: the connection is not reused
+        response.close()  # drops the connection, unless aiohttp already holds the whole body
         raise UpstreamProtocolError(
             f"response body over the {self._max_bytes}-byte cap", http_status=response.status
         )
@@ -152,8 +160,12 @@ _LOST: tuple[type[BaseException], ...] = (
 
 
 @contextlib.contextmanager
-def _translate_errors(timeout: float) -> Iterator[None]:
-    """The one place where aiohttp, OS and timeout errors become the adapter's own."""
+def _translate_errors(timeout: float, progress: Mapping[str, bool]) -> Iterator[None]:
+    """The one place where aiohttp, OS and timeout errors become the adapter's own.
+
+    ``progress`` says whether the request's headers went out: a timeout before that (the caller's
+    deadline during a slow connect or a wait for a pooled connection) never sent anything.
+    """
     try:
         yield
     except _NOT_SENT as exc:
@@ -161,11 +173,23 @@ def _translate_errors(timeout: float) -> Iterator[None]:
     except _LOST as exc:
         raise UpstreamConnectionLost(_describe(exc)) from exc
     except TimeoutError as exc:  # aiohttp's read timeouts subclass it; so does the total timeout
-        raise UpstreamTimeout(timeout) from exc
+        raise UpstreamTimeout(timeout, sent=progress[_SENT]) from exc
     except aiohttp.ClientResponseError as exc:  # a malformed status line or headers
         raise UpstreamProtocolError(f"malformed HTTP response: {exc.message}") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamConnectionLost(_describe(exc)) from exc
+
+
+_SENT = "sent"
+
+
+async def _mark_sent(
+    _: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    __: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    """Trace hook: the request's headers were written, so the gateway may see the request."""
+    context.trace_request_ctx[_SENT] = True
 
 
 def _describe(exc: BaseException) -> str:
