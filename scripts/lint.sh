@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Static checks: stub drift, ruff (lint and format), mypy --strict, and buf lint when buf is present.
+# Static checks: stub drift, ruff (lint and format), mypy --strict (adapter, tests, scripts), buf lint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh

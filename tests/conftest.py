@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -33,6 +33,11 @@ from adapter.config import (
 )
 from adapter.redaction import Secret
 from adapter.server import AdapterServer
+
+if TYPE_CHECKING:  # the stub type grpc.aio channels give; it exists for type checkers only
+    from adapter._proto.mpgs.gateway.v1.session_service_pb2_grpc import (
+        SessionServiceAsyncStub as Stub,
+    )
 
 MERCHANT = "TESTMERCHANT"
 PASSWORD = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"  # recognisable, so tests can look for leaks
@@ -101,7 +106,7 @@ def make_settings(
     )
 
 
-StartAdapter = Callable[[Settings], Awaitable[session_service_pb2_grpc.SessionServiceStub]]
+StartAdapter = Callable[[Settings], Awaitable["Stub"]]
 
 
 @pytest.fixture
@@ -109,7 +114,7 @@ async def start_adapter() -> AsyncIterator[StartAdapter]:
     """Start an adapter for given settings; returns a connected stub; all closed afterwards."""
     async with AsyncExitStack() as stack:
 
-        async def start(settings: Settings) -> session_service_pb2_grpc.SessionServiceStub:
+        async def start(settings: Settings) -> Stub:
             server = await stack.enter_async_context(AdapterServer(settings))
             channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
             return session_service_pb2_grpc.SessionServiceStub(channel)
@@ -141,7 +146,7 @@ class Failure:
 
 
 async def fail(
-    stub: session_service_pb2_grpc.SessionServiceStub,
+    stub: Stub,
     request: pb.CreateSessionRequest | None = None,
     deadline: float = 5.0,
 ) -> Failure:

@@ -88,10 +88,10 @@ async def run(*args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def create_session(address: str, **fields: str) -> pb.CreateSessionResponse:
+async def create_session(address: str, *, correlation_id: str = "") -> pb.CreateSessionResponse:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = session_service_pb2_grpc.SessionServiceStub(channel)
-        request = pb.CreateSessionRequest(merchant=DEMO_MERCHANT, **fields)
+        request = pb.CreateSessionRequest(merchant=DEMO_MERCHANT, correlation_id=correlation_id)
         return await stub.CreateSession(request, timeout=5)
 
 

@@ -327,7 +327,7 @@ def test_validation_errors(
 def test_real_error_bodies_byte_for_byte(
     gateway: EmbeddedGateway, fields: dict[str, str], body: bytes
 ) -> None:
-    """Where a real gateway body is on record (CONTRACT section 1), the answer is that body."""
+    """Where a real gateway body is on record, the embedded gateway answers that very body."""
     assert gateway.handle(VERSION, nvp.encode(fields)) == GatewayReply(400, body)
 
 

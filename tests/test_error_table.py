@@ -1,4 +1,4 @@
-"""Every row of the error table (CONTRACT §4), through a real grpc.aio client and real servers.
+"""Every row of the error table (README, "Errors"), through a real grpc.aio client and real servers.
 
 The adapter runs in-process on loopback port 0; the gateway is a scripted aiohttp server on port
 0 (or, where the row is about the adapter itself, no server at all). Each row checks the gRPC code,

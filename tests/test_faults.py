@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 import pytest
@@ -279,8 +279,7 @@ async def start_fault_server() -> AsyncIterator[Callable[..., Awaitable[FaultSer
 
 async def adapter_for(start_adapter: StartAdapter, url: str, **options: Any) -> Stub:
     """An adapter in front of ``url``, its breaker off so that fault tests do not trip it."""
-    stub = await start_adapter(make_settings(url, breaker_failure_threshold=0, **options))
-    return cast("Stub", stub)  # a stub on a grpc.aio channel: its calls are awaitable
+    return await start_adapter(make_settings(url, breaker_failure_threshold=0, **options))
 
 
 # --- behaviours -------------------------------------------------------------------------------
@@ -633,7 +632,7 @@ async def test_fault_after_the_request_was_read(
 # --- odd but valid answers --------------------------------------------------------------------
 
 ACCEPTED = {
-    # Success is decided by the result field (CONTRACT §1), so the content type is not checked.
+    # Success is decided by the result field, so the content type is not checked.
     "text/html content type, valid NVP": answer(GOOD_BODY, 200, content_type="text/html"),
     "duplicate keys, last wins": answer(
         b"result=FAILURE&session.updateStatus=FAILURE&"
@@ -845,7 +844,7 @@ async def test_caller_deadline_during_a_hanging_connect_is_not_outcome_unknown(
 ) -> None:
     """A caller deadline that runs out while the connect still hangs (connect timeout longer than
     the deadline) left no byte of the request on the wire: the caller gets its answer in time,
-    the gateway saw nothing, and the status must not claim ``outcome=UNKNOWN`` (CONTRACT §4
+    the gateway saw nothing, and the status must not claim ``outcome=UNKNOWN`` (the error table
     keeps that for failures after the request was sent)."""
     server = await start_fault_server()
     stub = await adapter_for(start_adapter, server.url)  # connect timeout: the default 5 s

@@ -15,7 +15,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import grpc
@@ -174,7 +174,7 @@ async def request_rig(
     recorder = Recorder()
     scripted_upstream.handler = recorder.handle
     stub = await start_adapter(make_settings(scripted_upstream.url, **ONE_ATTEMPT))
-    return cast("Stub", stub), recorder
+    return stub, recorder
 
 
 merchants = st.one_of(
@@ -349,7 +349,7 @@ async def response_rig(
     scripted_upstream: ScriptedUpstream, start_adapter: StartAdapter
 ) -> tuple[Stub, ScriptedUpstream]:
     stub = await start_adapter(make_settings(scripted_upstream.url, **ONE_ATTEMPT))
-    return cast("Stub", stub), scripted_upstream
+    return stub, scripted_upstream
 
 
 def _pick(draw: st.DrawFn, **choices: st.SearchStrategy[str] | None) -> str | None:
@@ -409,7 +409,7 @@ def nvp_answers(draw: st.DrawFn) -> dict[str, str]:
 
 
 def _expected_code(fields: dict[str, str], http_status: int) -> tuple[Code, str]:  # noqa: PLR0911 (a table)
-    """CONTRACT section 4 for an answer that decodes to ``fields``: (code, reason)."""
+    """The error table's (code, reason) for an answer that decodes to ``fields``."""
     if "result" not in fields:
         if http_status in RETRYABLE_HTTP:
             return Code.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"
@@ -453,7 +453,7 @@ def _check_response(response: pb.CreateSessionResponse, fields: dict[str, str]) 
 
 
 def _check_failure(failure: Failure, fields: dict[str, str], code: Code, reason: str) -> None:
-    """The code, reason and details CONTRACT section 4 asks for."""
+    """The code, reason and details the error table (README, "Errors") asks for."""
     assert (failure.code, failure.info.reason) == (code, reason), failure.message
     metadata = dict(failure.info.metadata)
     assert metadata.get("attempts") == "1"
@@ -526,7 +526,7 @@ async def test_any_nvp_answer_maps_per_the_contract(
 ) -> None:
     """Any NVP answer with any of a few HTTP statuses gives exactly the contract's outcome: a
     response holding every field verbatim when result is not ERROR; else the code, reason,
-    ErrorInfo metadata, GatewayError, BadRequest and RetryInfo of CONTRACT section 4."""
+    ErrorInfo metadata, GatewayError, BadRequest and RetryInfo of the error table."""
     stub, upstream = response_rig
     caplog.clear()
     upstream.reply(nvp.encode(fields), status=http_status)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from adapter import nvp
 
-TEXT = st.text(st.characters(exclude_categories=("Cs",)))  # protobuf strings hold no surrogates
+TEXT = st.text(st.characters(exclude_categories=["Cs"]))  # protobuf strings hold no surrogates
 NAMES = TEXT.filter(bool)
 
 

@@ -7,6 +7,7 @@ import gc
 import socket
 import tracemalloc
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -27,6 +28,11 @@ from tests.conftest import (
     fail,
     make_settings,
 )
+
+if TYPE_CHECKING:  # the stub type grpc.aio channels give; it exists for type checkers only
+    from adapter._proto.mpgs.gateway.v1.session_service_pb2_grpc import (
+        SessionServiceAsyncStub as Stub,
+    )
 
 SERVICE = "mpgs.gateway.v1.SessionService"
 SUCCESS = (
@@ -158,7 +164,7 @@ class HeldUpstream:
 
 
 async def burst(
-    stub: session_service_pb2_grpc.SessionServiceStub, calls: int
+    stub: Stub, calls: int
 ) -> list[grpc.aio.UnaryUnaryCall[pb.CreateSessionRequest, pb.CreateSessionResponse]]:
     return [stub.CreateSession(REQUEST, timeout=10) for _ in range(calls)]
 

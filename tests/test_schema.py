@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -130,7 +132,9 @@ def test_response_maps_every_field() -> None:
 )
 def test_unknown_enum_text_is_kept(name: str, text: str) -> None:
     """An enum text the proto lacks (case matters) maps to _UNSPECIFIED, raw text in extras."""
-    response = CREATE.decode_response({"result": "SUCCESS", name: text})
+    response = cast(
+        pb.CreateSessionResponse, CREATE.decode_response({"result": "SUCCESS", name: text})
+    )
     assert response.extra_fields[name] == text
     assert response.result in (pb.RESULT_SUCCESS, pb.RESULT_UNSPECIFIED)
     assert response.session.update_status == pb.SESSION_UPDATE_STATUS_UNSPECIFIED
@@ -167,10 +171,10 @@ def test_field_path_for_violations() -> None:
 
 @given(
     merchant=st.from_regex(r"[0-9A-Za-z_-]{1,12}", fullmatch=True),
-    correlation=st.text(st.characters(exclude_categories=("Cs",))),
+    correlation=st.text(st.characters(exclude_categories=["Cs"])),
     extra=st.dictionaries(
         st.from_regex(r"[a-z][a-z0-9]{0,8}(\.[a-z0-9]{1,8}){0,2}", fullmatch=True),
-        st.text(st.characters(exclude_categories=("Cs",))),
+        st.text(st.characters(exclude_categories=["Cs"])),
         max_size=4,
     ).filter(lambda d: not set(d) & CREATE.reserved),
 )

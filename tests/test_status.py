@@ -7,7 +7,7 @@ from google.rpc import code_pb2, error_details_pb2
 
 from adapter.errors import GatewayRejected, UpstreamOverloaded, UpstreamTimeout
 from adapter.status import rich_status
-from adapter.upstream import UpstreamClient
+from adapter.upstream import RawReply, UpstreamClient
 from tests.conftest import MERCHANT, make_settings
 
 
@@ -66,7 +66,7 @@ def test_retry_info_follows_retry_after(advice: float | None, seconds: float) ->
 class _Unreachable:
     """A transport that must not be used."""
 
-    async def post(self, body: bytes, budget: float) -> object:
+    async def post(self, body: bytes, budget: float) -> RawReply:
         raise AssertionError("no call may be made")
 
     async def aclose(self) -> None:
