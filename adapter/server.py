@@ -33,6 +33,7 @@ from adapter.upstream import EmbeddedTransport, HttpTransport, Transport, Upstre
 
 log = logging.getLogger("adapter.server")
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
 SERVICE_NAMES = (SESSION_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 
@@ -131,9 +132,6 @@ class CircuitHealth:
         if self._timer is not None:
             self._timer.cancel()
         await asyncio.gather(*self._pending)
-
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 class AdapterServer:

@@ -266,8 +266,13 @@ class UpstreamClient:
             settings.breaker_cooldown_seconds,
             on_change=on_circuit_change,
         )
+        self._redactors = {
+            merchant: Redactor([c.password] if c.password is not None else [])
+            for merchant, c in merchants.items()
+        }
+        """Per merchant: an echo in a reply can only hold the password this call sent."""
         self.redact = Redactor(c.password for c in merchants.values() if c.password is not None)
-        """Scrubs every configured password from text: replies, log lines, tracebacks."""
+        """Scrubs every configured password from text that may hold any of them: tracebacks."""
 
     async def __aenter__(self) -> UpstreamClient:
         return self
@@ -300,12 +305,13 @@ class UpstreamClient:
         if credentials is None:
             raise MerchantNotAllowed(merchant)
         body = nvp.encode({**fields, **_credential_fields(merchant, credentials)})
+        redact = self._redactors[merchant]
         loop = asyncio.get_running_loop()
         deadline = None if time_left is None else loop.time() + time_left
         attempt = 1
         while True:
             try:
-                return await self._attempt(body, deadline)
+                return await self._attempt(body, deadline, redact)
             except UpstreamError as failure:
                 failure.attempts = attempt
                 delay = self._retry.delay(failure, attempt, repeatable)
@@ -315,7 +321,9 @@ class UpstreamClient:
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _attempt(self, body: bytes, deadline: float | None) -> dict[str, str]:
+    async def _attempt(
+        self, body: bytes, deadline: float | None, redact: Redactor
+    ) -> dict[str, str]:
         """One attempt: a breaker admission, a slot, one HTTP exchange and its meaning."""
         loop = asyncio.get_running_loop()
         if deadline is not None and deadline <= loop.time():
@@ -329,9 +337,9 @@ class UpstreamClient:
                 if deadline is not None:
                     budget = min(budget, deadline - loop.time())
                 reply = await self._transport.post(body, budget)
-                fields = interpret(reply, self.redact)
             finally:
                 self._slots.release()
+            fields = interpret(reply, redact)
         except _TRANSPORT_FAILURES:
             outcome = self.breaker.failed
             raise

@@ -20,6 +20,7 @@ from adapter.server import AdapterServer
 from tests.conftest import MERCHANT, ScriptedUpstream, StartAdapter, make_settings
 
 SERVICE = "mpgs.gateway.v1.SessionService"
+REQUEST = pb.CreateSessionRequest(merchant=MERCHANT)
 SUCCESS = (
     "merchant=TESTMERCHANT&result=SUCCESS&session.id=SESSION0002AAAAAAAAAAAAAAAAAAAA"
     "&session.updateStatus=NO_UPDATE&session.version=0123456789"
@@ -110,12 +111,18 @@ async def test_graceful_stop(scripted_upstream: ScriptedUpstream) -> None:
 
 
 async def test_stop_is_idempotent() -> None:
-    """A server can be stopped twice, and stopping one never started is harmless."""
+    """Stopping one never started is harmless; once stopped (twice) the server refuses calls."""
     server = AdapterServer(make_settings())
     await server.stop()
     await server.start()
-    await server.stop()
-    await server.stop(grace=0)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        assert (await stub.CreateSession(REQUEST, timeout=5)).result == pb.RESULT_SUCCESS
+        await server.stop()
+        await server.stop(grace=0)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.CreateSession(REQUEST, timeout=2)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_port_in_use_is_a_config_error() -> None:

@@ -75,8 +75,7 @@ _KNOWN_OPERATIONS = frozenset(
     }
 )
 # ASCII only: str.isdigit() would also take '²' and Arabic-Indic digits.
-_VERSION = re.compile(r"[0-9]{1,9}")
-_LIMIT = re.compile(r"[0-9]{1,9}")
+_NUMBER = re.compile(r"[0-9]{1,9}")
 _SHOWN_CHARS = 100  # keeps error.field and error.explanation within the contract's lengths
 
 
@@ -229,7 +228,7 @@ def request_too_large(max_bytes: int) -> GatewayReply:
 
 
 def _api_version(version: str) -> int:
-    if _VERSION.fullmatch(version) and int(version) in SUPPORTED_API_VERSIONS:
+    if _NUMBER.fullmatch(version) and int(version) in SUPPORTED_API_VERSIONS:
         return int(version)
     raise _error(400, f"Unsupported API version '{_shown(version)}'.")
 
@@ -273,7 +272,7 @@ def _authentication_limit(fields: Mapping[str, str]) -> int | None:
     raw = fields.get(AUTHENTICATION_LIMIT)
     if raw is None:
         return None
-    if _LIMIT.fullmatch(raw) and int(raw) in AUTHENTICATION_LIMITS:
+    if _NUMBER.fullmatch(raw) and int(raw) in AUTHENTICATION_LIMITS:
         return int(raw)
     raise _invalid(AUTHENTICATION_LIMIT, raw)
 
