@@ -18,10 +18,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from adapter.app import build_server, embedded_accounts
 from adapter.config import DEMO_MERCHANT, Settings, load_settings, parse_host_port
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from adapter.errors import ConfigError
-from adapter.server import AdapterServer, embedded_accounts, format_address, serve
+from adapter.server import AdapterServer, format_address, serve
 
 EXIT_CONFIG = 2
 DEFAULT_GATEWAY_LISTEN = "127.0.0.1:8080"
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "serve":
             settings = load_settings(args.config, listen=args.listen, upstream=args.upstream)
-            asyncio.run(serve(settings, _print_first_call))
+            asyncio.run(_serve(settings))
         else:
             settings = load_settings(args.config)
             asyncio.run(_run_gateway(settings, args.listen or DEFAULT_GATEWAY_LISTEN))
@@ -67,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_CONFIG)
     except KeyboardInterrupt:  # a signal before the handlers were installed
         sys.exit(130)
+
+
+async def _serve(settings: Settings) -> None:
+    await serve(build_server(settings), _print_first_call)
 
 
 def _print_first_call(server: AdapterServer) -> None:

@@ -25,11 +25,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from adapter.config import Settings, parse_host_port
-from adapter.embedded import EmbeddedGateway
 from adapter.errors import ConfigError
 from adapter.schema import SESSION_SERVICE
 from adapter.service import session_service
-from adapter.upstream import EmbeddedTransport, HttpTransport, Transport, UpstreamClient
+from adapter.transport import HttpTransport, Transport
+from adapter.upstream import UpstreamClient
 
 log = logging.getLogger("adapter.server")
 
@@ -37,30 +37,17 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 SERVICE_NAMES = (SESSION_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 
-def build_transport(settings: Settings) -> Transport:
-    """The embedded gateway in-process, or the HTTP client for a real gateway URL.
+def http_transport(settings: Settings) -> Transport:
+    """The HTTP client for the configured gateway URL.
 
     Raises ``ConfigError`` when a CA bundle or client certificate cannot be loaded.
     """
-    if settings.upstream.is_embedded:
-        return EmbeddedTransport(
-            EmbeddedGateway(embedded_accounts(settings)), settings.upstream.api_version
-        )
     try:
         return HttpTransport(settings.upstream)
     except (OSError, ssl.SSLError) as exc:  # the files are named in the settings, not in exc
         raise ConfigError(
             f"cannot load the upstream TLS files: {getattr(exc, 'strerror', None) or exc}"
         ) from None
-
-
-def embedded_accounts(settings: Settings) -> dict[str, str]:
-    """The accounts the embedded gateway accepts: every configured merchant with a password."""
-    return {
-        merchant: creds.password.reveal()
-        for merchant, creds in settings.merchants.items()
-        if creds.password is not None
-    }
 
 
 def check_can_bind(host: str, port: int) -> None:
@@ -137,13 +124,21 @@ class CircuitHealth:
 class AdapterServer:
     """The adapter's gRPC server as one ``async with`` resource.
 
-    ``transport`` replaces the one the settings call for: the seam tests use to put a
-    misbehaving peer behind the adapter.
+    The transport comes from ``transport_factory`` when the server starts (the HTTP client by
+    default; ``adapter.app`` plugs in the embedded gateway), or is ``transport`` itself: the seam
+    tests use to put a misbehaving peer behind the adapter.
     """
 
-    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport | None = None,
+        *,
+        transport_factory: Callable[[Settings], Transport] = http_transport,
+    ) -> None:
         self.settings = settings
         self._transport = transport
+        self._transport_factory = transport_factory
         self.health = health.aio.HealthServicer()
         self._circuit_health: CircuitHealth | None = None
         self._stopping = False
@@ -156,7 +151,7 @@ class AdapterServer:
         """Bind and start serving; raise ``ConfigError`` if the address cannot be used."""
         server_settings = self.settings.server
         host, port = parse_host_port(server_settings.listen)
-        transport = self._transport or build_transport(self.settings)
+        transport = self._transport or self._transport_factory(self.settings)
         limit = server_settings.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -237,11 +232,10 @@ class AdapterServer:
         await self.stop()
 
 
-async def serve(settings: Settings, on_ready: Callable[[AdapterServer], None]) -> None:
+async def serve(server: AdapterServer, on_ready: Callable[[AdapterServer], None]) -> None:
     """Run until SIGTERM or SIGINT: the first stops gracefully, a second stops at once."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    server = AdapterServer(settings)
     hard_stop: list[asyncio.Task[None]] = []
 
     def on_signal() -> None:

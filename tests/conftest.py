@@ -25,6 +25,7 @@ from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from adapter.app import build_server
 from adapter.config import (
     MerchantCredentials,
     ServerSettings,
@@ -32,7 +33,6 @@ from adapter.config import (
     UpstreamSettings,
 )
 from adapter.redaction import Secret
-from adapter.server import AdapterServer
 
 if TYPE_CHECKING:  # the stub type grpc.aio channels give; it exists for type checkers only
     from adapter._proto.mpgs.gateway.v1.session_service_pb2_grpc import (
@@ -115,7 +115,7 @@ async def start_adapter() -> AsyncIterator[StartAdapter]:
     async with AsyncExitStack() as stack:
 
         async def start(settings: Settings) -> Stub:
-            server = await stack.enter_async_context(AdapterServer(settings))
+            server = await stack.enter_async_context(build_server(settings))
             channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
             return session_service_pb2_grpc.SessionServiceStub(channel)
 

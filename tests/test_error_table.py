@@ -22,8 +22,8 @@ from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
-from adapter.server import AdapterServer
-from adapter.upstream import RawReply
+from adapter.app import build_server
+from adapter.transport import RawReply
 from tests.conftest import (
     MERCHANT,
     PASSWORD,
@@ -409,7 +409,7 @@ async def test_anything_unexpected_is_a_generic_internal(
 ) -> None:
     """An unexpected exception is INTERNAL/INTERNAL with a generic message, logged once."""
     async with (
-        AdapterServer(make_settings(), transport=ExplodingTransport()) as server,
+        build_server(make_settings(), transport=ExplodingTransport()) as server,
         grpc.aio.insecure_channel(server.address) as channel,
     ):
         failure = await fail(session_service_pb2_grpc.SessionServiceStub(channel))

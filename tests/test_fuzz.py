@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
+from adapter.app import build_server
 from adapter.config import UpstreamSettings
-from adapter.server import AdapterServer
 from tests.conftest import (
     DETAIL_TYPES,
     MERCHANT,
@@ -277,7 +277,7 @@ async def test_invalid_utf8_on_the_wire_gets_a_rich_status() -> None:
     # field 1 (merchant) = "TESTMERCHANT", field 2 (correlation_id) = b"\xed\xa0\x80" (U+D800)
     body = b"\x0a\x0cTESTMERCHANT\x12\x03\xed\xa0\x80"
     async with (
-        AdapterServer(make_settings()) as server,
+        build_server(make_settings()) as server,
         grpc.aio.insecure_channel(server.address) as channel,
     ):
         raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(

@@ -18,9 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from adapter.app import build_server
 from adapter.errors import GatewayRejected, UpstreamUnavailable
-from adapter.server import AdapterServer
-from adapter.upstream import HttpTransport, UpstreamClient
+from adapter.transport import HttpTransport
+from adapter.upstream import UpstreamClient
 from tests.conftest import (
     MERCHANT,
     ScriptedUpstream,
@@ -248,7 +249,7 @@ async def test_breaker_fails_fast_and_reports_health(scripted_upstream: Scripted
         scripted_upstream.url, breaker_failure_threshold=3, breaker_cooldown_seconds=0.5
     )
     async with (
-        AdapterServer(settings) as server,
+        build_server(settings) as server,
         grpc.aio.insecure_channel(server.address) as channel,
     ):
         stub = session_service_pb2_grpc.SessionServiceStub(channel)

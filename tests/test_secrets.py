@@ -17,9 +17,9 @@ from grpc_status import rpc_status
 from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from adapter.app import build_server, build_transport
 from adapter.config import load_settings
 from adapter.embedded import EmbeddedGateway
-from adapter.server import AdapterServer, build_transport
 from adapter.upstream import UpstreamClient
 from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, StartAdapter, make_settings
 
@@ -97,7 +97,7 @@ async def test_unexpected_errors_are_logged_redacted(caplog: pytest.LogCaptureFi
 
     settings = make_settings(merchants={MERCHANT: ODD_PASSWORD})
     async with (
-        AdapterServer(settings, transport=Leaky()) as server,  # type: ignore[arg-type]
+        build_server(settings, transport=Leaky()) as server,  # type: ignore[arg-type]
         grpc.aio.insecure_channel(server.address) as channel,
     ):
         stub = session_service_pb2_grpc.SessionServiceStub(channel)

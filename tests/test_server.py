@@ -14,9 +14,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from adapter.app import build_server
 from adapter.config import Settings
 from adapter.errors import ConfigError
-from adapter.server import AdapterServer
 from tests.conftest import MERCHANT, ScriptedUpstream, StartAdapter, make_settings
 
 SERVICE = "mpgs.gateway.v1.SessionService"
@@ -57,7 +57,7 @@ async def test_embedded_gateway_validates_extra_fields(start_adapter: StartAdapt
 async def test_health_and_reflection() -> None:
     """Health answers SERVING for "" and the service; reflection lists the three services."""
     async with (
-        AdapterServer(make_settings()) as server,
+        build_server(make_settings()) as server,
         grpc.aio.insecure_channel(server.address) as channel,
     ):
         health = health_pb2_grpc.HealthStub(channel)
@@ -85,7 +85,7 @@ async def test_graceful_stop(scripted_upstream: ScriptedUpstream) -> None:
         return web.Response(body=SUCCESS, status=201)
 
     scripted_upstream.handler = slow
-    server = AdapterServer(make_settings(scripted_upstream.url))
+    server = build_server(make_settings(scripted_upstream.url))
     await server.start()
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = session_service_pb2_grpc.SessionServiceStub(channel)
@@ -112,7 +112,7 @@ async def test_graceful_stop(scripted_upstream: ScriptedUpstream) -> None:
 
 async def test_stop_is_idempotent() -> None:
     """Stopping one never started is harmless; once stopped (twice) the server refuses calls."""
-    server = AdapterServer(make_settings())
+    server = build_server(make_settings())
     await server.stop()
     await server.start()
     async with grpc.aio.insecure_channel(server.address) as channel:
@@ -138,11 +138,11 @@ async def test_port_in_use_is_a_config_error() -> None:
             merchants=settings.merchants,
         )
         with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
-            await AdapterServer(busy).start()
+            await build_server(busy).start()
 
 
 async def test_unreadable_ca_file_is_a_config_error() -> None:
     """A CA bundle that cannot be read fails the start with a ConfigError, not a traceback."""
     settings = make_settings("https://gateway.example", ca_file="/nonexistent/ca.pem")
     with pytest.raises(ConfigError, match="cannot load the upstream TLS files"):
-        await AdapterServer(settings).start()
+        await build_server(settings).start()

@@ -7,7 +7,8 @@ from google.rpc import code_pb2, error_details_pb2
 
 from adapter.errors import GatewayRejected, UpstreamOverloaded, UpstreamTimeout
 from adapter.status import rich_status
-from adapter.upstream import RawReply, UpstreamClient
+from adapter.transport import RawReply
+from adapter.upstream import UpstreamClient
 from tests.conftest import MERCHANT, make_settings
 
 

@@ -1,0 +1,21 @@
+"""The embedded gateway behind the upstream client's ``Transport`` seam: no socket, same bytes."""
+
+from __future__ import annotations
+
+from adapter.embedded.gateway import EmbeddedGateway
+from adapter.transport import RawReply
+
+
+class EmbeddedTransport:
+    """Hands the request to the in-process embedded gateway: no socket, same bytes."""
+
+    def __init__(self, gateway: EmbeddedGateway, api_version: int) -> None:
+        self._gateway = gateway
+        self._version = str(api_version)
+
+    async def post(self, body: bytes, budget: float) -> RawReply:
+        reply = self._gateway.handle(self._version, body)
+        return RawReply(reply.status, reply.body)
+
+    async def aclose(self) -> None:
+        return None
