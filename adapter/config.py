@@ -12,9 +12,13 @@ the wrong type or one out of range is a ``ConfigError`` whose message is one lin
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
+import logging
 import math
 import os
+import re
+import stat
 import tomllib
 import types
 import typing
@@ -22,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from adapter import nvp
 from adapter.errors import ConfigError
@@ -33,8 +37,14 @@ DEMO_MERCHANT = "TESTMERCHANT"
 DEMO_PASSWORD = "5e55101d7e57c0ffee0ddba11ab1e000"  # noqa: S105 (a documented demo value)
 """The demo account's API password: documented in README, accepted only by the embedded gateway."""
 MIB = 1024 * 1024
+ALL_MERCHANTS = "*"
+"""In a caller's ``merchants`` list: every configured merchant."""
+UNIX_PREFIX = "unix:"
 _T = TypeVar("_T")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_CALLER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+log = logging.getLogger("adapter.config")
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,8 @@ class MerchantCredentials:
 
     merchant: str
     password: Secret | None
+    password_file: str | None = field(default=None, compare=False)
+    """Where the password was read from: rotation reads it again when it changes."""
 
     def __post_init__(self) -> None:
         if not nvp.MERCHANT_ID.fullmatch(self.merchant):
@@ -54,24 +66,108 @@ class MerchantCredentials:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """A ``[server.tls]`` or ``[gateway.tls]`` table: PEM files, read again when they change."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    """Set: every client must present a certificate this CA signed (mutual TLS)."""
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where a listener binds: a TCP ``host`` and ``port``, or a Unix socket ``path``."""
+
+    host: str = ""
+    port: int = 0
+    path: str | None = None
+
+    @property
+    def is_unix(self) -> bool:
+        return self.path is not None
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.is_unix or _is_loopback(self.host)
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return UNIX_PREFIX + self.path
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """``HOST:PORT``, ``unix:PATH`` or ``unix:///ABS/PATH``; ValueError if it is none of these."""
+    if text.startswith(UNIX_PREFIX):
+        path = text.removeprefix(UNIX_PREFIX)
+        if path.startswith("//"):
+            path = path.removeprefix("//")
+            if not path.startswith("/"):
+                raise ValueError(
+                    "unix:// needs an absolute path: unix:///run/nvp-adapter/grpc.sock"
+                )
+        if not path or "\0" in path or len(path.encode()) > _MAX_UNIX_PATH_BYTES:
+            raise ValueError(f"a Unix socket path is 1 to {_MAX_UNIX_PATH_BYTES} bytes")
+        return ListenAddress(path=path)
+    host, port = parse_host_port(text)
+    return ListenAddress(host, port)
+
+
+_MAX_UNIX_PATH_BYTES = 107  # sun_path holds 108 bytes with the terminating NUL
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """The ``[server]`` table: where and how the gRPC server listens."""
 
     listen: str = "127.0.0.1:50051"
+    health_listen: str | None = None
+    """A second, plaintext listener that serves ``grpc.health.v1`` alone (for probes)."""
+    insecure: bool = False
+    """Allow plaintext on an address that is not loopback: say it, or set ``[server.tls]``."""
+    tls: TlsFiles | None = None
     grace_seconds: float = 10.0
     """How long calls in flight may run on after SIGTERM before they are cancelled."""
     max_concurrent_rpcs: int = 1000
     """Calls handled at once; grpc refuses calls past it with RESOURCE_EXHAUSTED."""
     max_message_bytes: int = 4 * MIB
+    keepalive_seconds: float = 60.0
+    """Idle time after which the server pings a client's connection to see that it is alive."""
+    keepalive_timeout_seconds: float = 20.0
+    """How long a keepalive ping may go unanswered before the connection is closed."""
+    max_connection_idle_seconds: float = 300.0
+    """A connection with no call for this long is closed (the client reconnects when needed)."""
+    max_connection_age_seconds: float = 3600.0
+    """Connections are closed gracefully after this long, so none is held for ever."""
+    handshake_timeout_seconds: float = 10.0
+    """A new connection must finish its TLS and HTTP/2 handshake within this."""
 
     def __post_init__(self) -> None:
-        try:
-            parse_host_port(self.listen)
-        except ValueError as exc:
-            raise ConfigError(f"server.listen {self.listen!r}: {exc}") from None
-        _require(self.grace_seconds >= 0, "server.grace_seconds must be 0 or more")
-        _require(self.max_concurrent_rpcs >= 1, "server.max_concurrent_rpcs must be at least 1")
-        _require(self.max_message_bytes >= 1024, "server.max_message_bytes must be at least 1024")
+        address = _listen_address("server.listen", self.listen)
+        if self.health_listen is not None:
+            _listen_address("server.health_listen", self.health_listen)
+        _require(
+            address.is_loopback or self.tls is not None or self.insecure,
+            f"server.listen {self.listen!r} is not a loopback address: set [server.tls], or "
+            "server.insecure = true to serve plaintext on it anyway",
+        )
+        _bounded("server.grace_seconds", self.grace_seconds, 0, 3600)
+        _bounded("server.max_concurrent_rpcs", self.max_concurrent_rpcs, 1, 100_000)
+        _bounded("server.max_message_bytes", self.max_message_bytes, 1024, 64 * MIB)
+        _bounded("server.keepalive_seconds", self.keepalive_seconds, 1, 86_400)
+        _bounded("server.keepalive_timeout_seconds", self.keepalive_timeout_seconds, 1, 3600)
+        _bounded("server.max_connection_idle_seconds", self.max_connection_idle_seconds, 1, 86_400)
+        _bounded("server.max_connection_age_seconds", self.max_connection_age_seconds, 1, 86_400)
+        _bounded("server.handshake_timeout_seconds", self.handshake_timeout_seconds, 1, 300)
+
+    @property
+    def address(self) -> ListenAddress:
+        return parse_listen(self.listen)
+
+    @property
+    def health_address(self) -> ListenAddress | None:
+        return None if self.health_listen is None else parse_listen(self.health_listen)
 
 
 @dataclass(frozen=True)
@@ -103,25 +199,27 @@ class UpstreamSettings:
     client_cert_file: str | None = None
     """A PEM client certificate, for certificate authentication."""
     client_key_file: str | None = None
+    proxy: str | None = field(default=None, repr=False)
+    """An HTTP CONNECT proxy URL; it may hold credentials, so it never shows in a repr."""
 
     def __post_init__(self) -> None:
-        _require(1 <= self.api_version <= 1000, "upstream.api_version must be 1 to 1000")
+        _bounded("upstream.api_version", self.api_version, 1, 1000)
         for name in ("connect_timeout_seconds", "timeout_seconds"):
-            value = getattr(self, name)
-            _require(0 < value <= 3600 and math.isfinite(value), f"upstream.{name} must be > 0")
-        _require(self.max_response_bytes >= 1024, "upstream.max_response_bytes must be >= 1024")
-        _require(self.pool_size >= 1, "upstream.pool_size must be at least 1")
-        _require(self.max_concurrent_calls >= 1, "upstream.max_concurrent_calls must be >= 1")
-        _require(self.retry_max_attempts >= 1, "upstream.retry_max_attempts must be at least 1")
-        _require(self.breaker_failure_threshold >= 0, "upstream.breaker_failure_threshold >= 0")
+            _bounded(f"upstream.{name}", getattr(self, name), 0.001, 3600)
+        _bounded("upstream.max_response_bytes", self.max_response_bytes, 1024, 64 * MIB)
+        _bounded("upstream.pool_size", self.pool_size, 1, 10_000)
+        _bounded("upstream.max_concurrent_calls", self.max_concurrent_calls, 1, 10_000)
+        _bounded("upstream.retry_max_attempts", self.retry_max_attempts, 1, 10)
+        _bounded("upstream.breaker_failure_threshold", self.breaker_failure_threshold, 0, 10_000)
         for name in (
             "queue_timeout_seconds",
             "retry_initial_backoff_seconds",
             "retry_max_backoff_seconds",
             "breaker_cooldown_seconds",
         ):
-            value = getattr(self, name)
-            _require(0 <= value <= 3600, f"upstream.{name} must be 0 to 3600")
+            _bounded(f"upstream.{name}", getattr(self, name), 0, 3600)
+        if self.proxy is not None:
+            _check_proxy(self.proxy)
         _require(
             self.client_key_file is None or self.client_cert_file is not None,
             "upstream.client_key_file needs upstream.client_cert_file",
@@ -143,6 +241,68 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True)
+class GatewaySettings:
+    """The ``[gateway]`` table: ``nvp-adapter gateway``, the embedded gateway over HTTP(S)."""
+
+    listen: str = "127.0.0.1:8080"
+    tls: TlsFiles | None = None
+    """Serve HTTPS; with ``client_ca_file``, a verified client certificate whose subject CN is
+    the merchant id stands in for ``apiPassword`` (certificate authentication)."""
+    max_connections: int = 256
+    """Open connections at most; past it a new connection is closed at once."""
+    request_timeout_seconds: float = 10.0
+    """A request's headers and body must arrive within this, or the connection is closed."""
+    keepalive_timeout_seconds: float = 15.0
+    """An idle keep-alive connection is closed after this."""
+
+    def __post_init__(self) -> None:
+        address = _listen_address("gateway.listen", self.listen)
+        _require(not address.is_unix, "gateway.listen: expected HOST:PORT")
+        _bounded("gateway.max_connections", self.max_connections, 1, 10_000)
+        _bounded("gateway.request_timeout_seconds", self.request_timeout_seconds, 0.1, 3600)
+        _bounded("gateway.keepalive_timeout_seconds", self.keepalive_timeout_seconds, 0.1, 3600)
+
+
+@dataclass(frozen=True)
+class CallerSettings:
+    """A ``[callers.NAME]`` table: one caller, how it proves who it is, which merchants it may use.
+
+    Exactly one of a bearer token (held only as its SHA-256 digest) or a certificate subject.
+    """
+
+    name: str
+    merchants: frozenset[str]
+    token_sha256: Secret | None = None
+    """The hex SHA-256 digest of the caller's bearer token."""
+    token_file: str | None = field(default=None, compare=False)
+    """Where the token was read from: rotation reads it again when it changes."""
+    certificate_subject: str | None = None
+    """A URI SAN, DNS SAN or subject CN of the caller's verified client certificate."""
+
+    def __post_init__(self) -> None:
+        where = f"callers.{self.name}"
+        _require(
+            bool(_CALLER_NAME.fullmatch(self.name)),
+            f"{where}: a caller name is 1 to 64 characters of A-Z a-z 0-9 _ . -",
+        )
+        _require(
+            (self.token_sha256 is None) != (self.certificate_subject is None),
+            f"{where}: set exactly one of token_env, token_file, token_sha256 or "
+            "certificate_subject",
+        )
+        _require(bool(self.merchants), f'{where}.merchants: list at least one merchant, or "*"')
+        if self.certificate_subject is not None:
+            _require(
+                0 < len(self.certificate_subject) <= 1024,
+                f"{where}.certificate_subject: 1 to 1024 characters",
+            )
+
+    def may_use(self, merchant: str) -> bool:
+        """Whether this caller may spend ``merchant``'s credentials."""
+        return ALL_MERCHANTS in self.merchants or merchant in self.merchants
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the adapter runs with."""
 
@@ -153,9 +313,26 @@ class Settings:
             {DEMO_MERCHANT: MerchantCredentials(DEMO_MERCHANT, Secret(DEMO_PASSWORD))}
         )
     )
+    callers: Mapping[str, CallerSettings] = field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+    """Empty: no caller authentication (the sidecar case)."""
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     def __post_init__(self) -> None:
         _require(bool(self.merchants), "no merchants configured: add a [merchants.<ID>] table")
+        for caller in self.callers.values():
+            for merchant in caller.merchants - {ALL_MERCHANTS}:
+                _require(
+                    merchant in self.merchants,
+                    f"callers.{caller.name}.merchants: {merchant!r} is not a configured merchant",
+                )
+            _require(
+                caller.certificate_subject is None
+                or (self.server.tls is not None and self.server.tls.client_ca_file is not None),
+                f"callers.{caller.name}.certificate_subject needs [server.tls] client_ca_file "
+                "(mutual TLS), or no client certificate is ever asked for",
+            )
         if self.upstream.client_cert_file is None:
             for credentials in self.merchants.values():
                 _require(
@@ -194,27 +371,37 @@ def load_settings(
     """Settings from a TOML file (or defaults), with the command line's flags over it."""
     document = _read_toml(Path(path)) if path is not None else {}
     try:
-        _refuse_unknown(document, {"server", "upstream", "merchants"}, "")
+        _refuse_unknown(document, {"server", "upstream", "merchants", "callers", "gateway"}, "")
         server_table = dict(_table(document, "server"))
         upstream_table = dict(_table(document, "upstream"))
+        gateway_table = dict(_table(document, "gateway"))
         if listen is not None:
             server_table["listen"] = listen
         if upstream is not None:
             upstream_table["url"] = upstream
-        server = _build(ServerSettings, server_table, "server")
+        server = _build(ServerSettings, _with_tls(server_table, "server"), "server")
         upstream_settings = _build(UpstreamSettings, upstream_table, "upstream")
+        gateway = _build(GatewaySettings, _with_tls(gateway_table, "gateway"), "gateway")
+        callers = types.MappingProxyType(
+            {
+                name: _caller(name, _table(document["callers"], name))
+                for name in _table(document, "callers")
+            }
+        )
         if "merchants" in document:
             merchants = {
                 merchant: _credentials(merchant, _table(document["merchants"], merchant))
                 for merchant in _table(document, "merchants")
             }
-            return Settings(server, upstream_settings, types.MappingProxyType(merchants))
+            return Settings(
+                server, upstream_settings, types.MappingProxyType(merchants), callers, gateway
+            )
         # The demo account exists only on the embedded gateway, in-process or on loopback.
         _require(
             upstream_settings.is_embedded or upstream_settings.is_loopback,
             "no [merchants] configured: a real gateway needs each merchant's credentials",
         )
-        return Settings(server, upstream_settings)
+        return Settings(server, upstream_settings, callers=callers, gateway=gateway)
     except ConfigError as exc:
         if path is None:
             raise
@@ -243,28 +430,119 @@ def _refuse_unknown(table: Mapping[str, Any], known: set[str], prefix: str) -> N
 
 
 _PASSWORD_SOURCES = ("password", "password_env", "password_file")
+_TOKEN_SOURCES = ("token_env", "token_file", "token_sha256")
+_TLS_KEYS = {f.name for f in dataclasses.fields(TlsFiles)}
+
+
+def _with_tls(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """The table with its ``tls`` sub-table built into ``TlsFiles``."""
+    if "tls" in table:
+        tls = _table(table, "tls")
+        _refuse_unknown(tls, _TLS_KEYS, f"{where}.tls.")
+        for key in ("cert_file", "key_file"):
+            _require(key in tls, f"{where}.tls.{key} is required")
+        for key, value in tls.items():
+            _require(isinstance(value, str) and bool(value), f"{where}.tls.{key}: expected a path")
+        table["tls"] = TlsFiles(**tls)
+    return table
+
+
+def _one_source(table: Mapping[str, Any], sources: tuple[str, ...], where: str) -> str | None:
+    given = [key for key in sources if key in table]
+    _require(len(given) <= 1, f"{where}: set only one of {', '.join(sources)}")
+    for key in given:
+        _require(isinstance(table[key], str), f"{where}.{key} must be a string")
+    return given[0] if given else None
+
+
+def _from_env(variable: str, where: str) -> str:
+    value = os.environ.get(variable)
+    _require(value is not None, f"{where}: environment variable {variable} is unset")
+    _require(bool(value), f"{where}: environment variable {variable} is empty")
+    return typing.cast(str, value)
+
+
+def read_secret_file(path: str, where: str) -> str:
+    """A secret file's text, less one trailing newline (``\\n`` or ``\\r\\n``) and nothing else.
+
+    Raises ``ConfigError`` for a file that cannot be read, is not UTF-8, or holds nothing.
+    A file that others may read is accepted, with one warning per path.
+    """
+    try:
+        with open(path, "rb") as file:  # fstat on the same open file: no race with a swap
+            mode = os.fstat(file.fileno()).st_mode
+            data = file.read(_MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
+    _require(len(data) <= _MAX_SECRET_FILE_BYTES, f"{where}: {path} is over 64 KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: {path} is not UTF-8 text") from None
+    text = text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
+    _require(bool(text), f"{where}: {path} is empty")
+    if mode & stat.S_IROTH and path not in _WARNED_READABLE:
+        _WARNED_READABLE.add(path)
+        log.warning("%s: %s is readable by every user of this machine; chmod o-r it", where, path)
+    return text
+
+
+_MAX_SECRET_FILE_BYTES = 64 * 1024
+_WARNED_READABLE: set[str] = set()
 
 
 def _credentials(merchant: str, table: Mapping[str, Any]) -> MerchantCredentials:
     where = f"merchants.{merchant}"
     _refuse_unknown(table, set(_PASSWORD_SOURCES), f"{where}.")
-    given = [key for key in _PASSWORD_SOURCES if key in table]
-    _require(len(given) <= 1, f"{where}: set only one of {', '.join(_PASSWORD_SOURCES)}")
-    for key in given:
-        _require(isinstance(table[key], str), f"{where}.{key} must be a string")
+    source = _one_source(table, _PASSWORD_SOURCES, where)
     password: str | None = None
-    if "password" in table:
+    if source == "password":
         password = table["password"]
-    elif "password_env" in table:
-        password = os.environ.get(table["password_env"])
-        _require(bool(password), f"{where}: environment variable {table['password_env']} is unset")
-    elif "password_file" in table:
-        try:
-            password = Path(table["password_file"]).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise ConfigError(f"{where}: cannot read {table['password_file']}: {reason}") from None
-    return MerchantCredentials(merchant, None if password is None else Secret(password))
+    elif source == "password_env":
+        password = _from_env(table["password_env"], where)
+    elif source == "password_file":
+        password = read_secret_file(table["password_file"], where)
+    return MerchantCredentials(
+        merchant,
+        None if password is None else Secret(password),
+        table.get("password_file"),
+    )
+
+
+def token_digest(token: str) -> Secret:
+    """The hex SHA-256 digest of a bearer token: the only form in which the adapter keeps it."""
+    return Secret(hashlib.sha256(token.encode()).hexdigest())
+
+
+def _caller(name: str, table: Mapping[str, Any]) -> CallerSettings:
+    where = f"callers.{name}"
+    _refuse_unknown(table, {*_TOKEN_SOURCES, "certificate_subject", "merchants"}, f"{where}.")
+    merchants = table.get("merchants")
+    _require(
+        isinstance(merchants, list) and all(isinstance(m, str) for m in merchants),
+        f'{where}.merchants: expected a list of merchant ids, or ["*"]',
+    )
+    source = _one_source(table, _TOKEN_SOURCES, where)
+    digest: Secret | None = None
+    if source == "token_sha256":
+        _require(
+            bool(_SHA256_HEX.fullmatch(table["token_sha256"])),
+            f"{where}.token_sha256: expected 64 lower-case hex digits",
+        )
+        digest = Secret(table["token_sha256"])
+    elif source == "token_env":
+        digest = token_digest(_from_env(table["token_env"], where))
+    elif source == "token_file":
+        digest = token_digest(read_secret_file(table["token_file"], where))
+    subject = table.get("certificate_subject")
+    _require(subject is None or isinstance(subject, str), f"{where}.certificate_subject: a string")
+    return CallerSettings(
+        name,
+        frozenset(typing.cast(list[str], merchants)),
+        digest,
+        table.get("token_file"),
+        subject,
+    )
 
 
 def _build(cls: type[_T], table: Mapping[str, Any], where: str) -> _T:
@@ -279,6 +557,8 @@ def _build(cls: type[_T], table: Mapping[str, Any], where: str) -> _T:
 
 
 def _fits(value: object, hint: Any) -> bool:
+    if dataclasses.is_dataclass(value):  # a sub-table already built and checked
+        return True
     if isinstance(value, bool):  # TOML booleans are not numbers here
         return hint is bool
     if hint is float:
@@ -297,25 +577,63 @@ def _type_name(hint: Any) -> str:
 
 
 def _check_url(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 (raises ValueError for a bad port)
-    except ValueError as exc:
-        raise ConfigError(f"upstream.url {url!r}: {exc}") from None
+    parts = _split_url(url, "upstream.url")
+    shown = _shown_url(parts)
     _require(
-        parts.scheme in {"https", "http"} and bool(host),
-        f"upstream.url {url!r}: expected 'embedded' or an https:// URL",
+        parts.scheme in {"https", "http"} and bool(parts.hostname),
+        f"upstream.url {shown!r}: expected 'embedded' or an https:// URL",
     )
     _require(
-        not parts.query and not parts.fragment and not parts.username and not parts.password,
-        f"upstream.url {url!r}: no query, fragment or user info; the path /api/nvp/... is added",
+        parts.username is None and parts.password is None,
+        f"upstream.url {shown!r}: no user info in the URL; merchants' credentials go in "
+        "[merchants.<ID>]",
+    )
+    _require(
+        not parts.query and not parts.fragment,
+        f"upstream.url {shown!r}: no query or fragment; the path /api/nvp/... is added",
     )
     if parts.scheme == "http":
         _require(
-            _is_loopback(host or ""),
-            f"upstream.url {url!r}: plain http is only for loopback hosts; use https",
+            _is_loopback(parts.hostname or ""),
+            f"upstream.url {shown!r}: plain http is only for loopback hosts; use https",
         )
+
+
+def _check_proxy(url: str) -> None:
+    parts = _split_url(url, "upstream.proxy")
+    shown = _shown_url(parts)
+    _require(
+        parts.scheme == "http" and bool(parts.hostname),
+        f"upstream.proxy {shown!r}: expected an http:// proxy URL (HTTP CONNECT)",
+    )
+    _require(
+        parts.path in {"", "/"} and not parts.query and not parts.fragment,
+        f"upstream.proxy {shown!r}: expected http://[user:password@]host:port",
+    )
+
+
+def _split_url(url: str, where: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 (raises ValueError for a malformed host)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError as exc:
+        raise ConfigError(f"{where} {redact_url(url)!r}: {exc}") from None
+    return parts
+
+
+def redact_url(url: str) -> str:
+    """The URL with any user info replaced by ``***``, fit to print."""
+    try:
+        return _shown_url(urlsplit(url))
+    except ValueError:
+        return "***" if "@" in url else url
+
+
+def _shown_url(parts: SplitResult) -> str:
+    if "@" not in parts.netloc:
+        return parts.geturl()
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _is_loopback(host: str) -> bool:
@@ -325,6 +643,20 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _listen_address(where: str, text: str) -> ListenAddress:
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where} {text!r}: {exc}") from None
+
+
+def _bounded(where: str, value: float, low: float, high: float) -> None:
+    _require(
+        math.isfinite(value) and low <= value <= high,
+        f"{where} must be {low:g} to {high:g}",
+    )
 
 
 def _require(condition: bool, message: str) -> None:
