@@ -142,6 +142,8 @@ class ServerSettings:
     """Connections are closed gracefully after this long, so none is held for ever."""
     handshake_timeout_seconds: float = 10.0
     """A new connection must finish its TLS and HTTP/2 handshake within this."""
+    max_connections: int = 1000
+    """Client connections open at once at most; grpc refuses more."""
 
     def __post_init__(self) -> None:
         address = _listen_address("server.listen", self.listen)
@@ -160,6 +162,7 @@ class ServerSettings:
         _bounded("server.max_connection_idle_seconds", self.max_connection_idle_seconds, 1, 86_400)
         _bounded("server.max_connection_age_seconds", self.max_connection_age_seconds, 1, 86_400)
         _bounded("server.handshake_timeout_seconds", self.handshake_timeout_seconds, 1, 300)
+        _bounded("server.max_connections", self.max_connections, 1, 100_000)
 
     @property
     def address(self) -> ListenAddress:

@@ -5,7 +5,8 @@
     AdapterError
     ├── ConfigError                  bad configuration, found at start-up
     ├── RequestInvalid               the caller's request fails the adapter's own validation
-    ├── MerchantNotAllowed           no credentials held for the merchant
+    ├── CallerUnauthenticated        caller authentication is on and the call proved no caller
+    ├── MerchantNotAllowed           no credentials held for the merchant, or not this caller's
     └── UpstreamError                anything about the call to the gateway
         ├── AdapterOverloaded        no free slot for an upstream call in time: never sent
         ├── CircuitOpen              the gateway keeps failing; failing fast: never sent
@@ -50,13 +51,25 @@ class RequestInvalid(AdapterError):
         return f"{self.field}: {self.description}" if self.field else self.description
 
 
-@dataclass(eq=False)
-class MerchantNotAllowed(AdapterError):
-    """The adapter holds no credentials for this merchant."""
-
-    merchant: str
+class CallerUnauthenticated(AdapterError):
+    """Caller authentication is configured and the call carried no token or certificate it knows."""
 
     def __str__(self) -> str:
+        return (
+            "caller not authenticated: send 'authorization: Bearer <token>' or a client certificate"
+        )
+
+
+@dataclass(eq=False)
+class MerchantNotAllowed(AdapterError):
+    """The adapter holds no credentials for this merchant, or ``caller`` may not use them."""
+
+    merchant: str
+    caller: str | None = None
+
+    def __str__(self) -> str:
+        if self.caller is not None:
+            return f"caller {self.caller!r} may not use merchant {self.merchant!r}"
         return f"no credentials are configured for merchant {self.merchant!r}"
 
 

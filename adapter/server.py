@@ -13,20 +13,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
 import socket
 import ssl
+import stat
 from collections.abc import Callable
+from functools import partial
 from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from adapter.config import Settings, parse_host_port
+from adapter.callers import CallerAuthentication, Callers
+from adapter.config import (
+    ListenAddress,
+    ServerSettings,
+    Settings,
+    read_secret_file,
+    token_digest,
+)
 from adapter.errors import ConfigError
+from adapter.redaction import Secret
+from adapter.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
 from adapter.schema import SESSION_SERVICE
+from adapter.server_tls import ServerTls
 from adapter.service import session_service
 from adapter.transport import HttpTransport, Transport
 from adapter.upstream import UpstreamClient
@@ -135,41 +149,43 @@ class AdapterServer:
         transport: Transport | None = None,
         *,
         transport_factory: Callable[[Settings], Transport] = http_transport,
+        watch_interval: float = DEFAULT_INTERVAL_SECONDS,
     ) -> None:
         self.settings = settings
         self._transport = transport
         self._transport_factory = transport_factory
         self.health = health.aio.HealthServicer()
+        self.watch = FileWatch(watch_interval)
+        self._watching: asyncio.Task[None] | None = None
         self._circuit_health: CircuitHealth | None = None
         self._stopping = False
         self.address = ""
         self.port = 0
+        self.health_address = ""
         self._client: UpstreamClient | None = None
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
-        """Bind and start serving; raise ``ConfigError`` if the address cannot be used."""
+        """Bind and start serving; raise ``ConfigError`` if an address or a file cannot be used."""
         server_settings = self.settings.server
-        host, port = parse_host_port(server_settings.listen)
-        transport = self._transport or self._transport_factory(self.settings)
-        limit = server_settings.max_message_bytes
+        tls = ServerTls(server_settings.tls) if server_settings.tls is not None else None
+        callers = Callers(self.settings.callers)
         server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=_server_options(server_settings),
             maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
+            interceptors=[CallerAuthentication(callers)],
         )
+        health_server: grpc.aio.Server | None = None
+        transport = self._transport or self._transport_factory(self.settings)
         try:
-            check_can_bind(host, port)
-            bound = server.add_insecure_port(format_address(host, port))
-        except (OSError, RuntimeError) as exc:
+            self.address, self.port = _bind(server, server_settings.address, "server.listen", tls)
+            if (address := server_settings.health_address) is not None:
+                health_server = grpc.aio.server(options=_server_options(server_settings))
+                self.health_address, _ = _bind(health_server, address, "server.health_listen")
+        except ConfigError:
             await transport.aclose()
-            raise ConfigError(f"cannot listen on {server_settings.listen}: {_why(exc)}") from None
-        if not bound:
-            await transport.aclose()
-            raise ConfigError(f"cannot listen on {server_settings.listen}: address not available")
+            raise
         self._circuit_health = CircuitHealth(
             self.health, self.settings.upstream.breaker_cooldown_seconds
         )
@@ -183,11 +199,41 @@ class AdapterServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         await server.start()
-        self._server, self.port = server, bound
-        self.address = format_address(host, bound)
+        if health_server is not None:
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
+            await health_server.start()
+        self._server, self._health_server = server, health_server
+        self._watch_files(self._client, callers, tls)
+        self._watching = asyncio.create_task(self.watch.run())
         for service in ("", SESSION_SERVICE.full_name):
             await self.health.set(service, SERVING)
         log.info("listening on %s (%s)", self.address, self.settings.describe())
+
+    def _watch_files(self, client: UpstreamClient, callers: Callers, tls: ServerTls | None) -> None:
+        """Every secret or certificate that comes from a file is read again when it changes."""
+        for merchant, credentials in self.settings.merchants.items():
+            if credentials.password_file is not None:
+                self.watch.add(
+                    f"merchants.{merchant}.password_file",
+                    [credentials.password_file],
+                    partial(_reload_password, client, merchant, credentials.password_file),
+                )
+        for name, caller in self.settings.callers.items():
+            if caller.token_file is not None:
+                self.watch.add(
+                    f"callers.{name}.token_file",
+                    [caller.token_file],
+                    partial(_reload_token, callers, name, caller.token_file),
+                )
+        if tls is not None:
+            files = tls.files
+            paths = [files.cert_file, files.key_file, *filter(None, [files.client_ca_file])]
+            self.watch.add("server.tls", paths, tls.load)
+
+    def reload(self) -> None:
+        """Read every watched file again now (SIGHUP); a file that fails keeps its old value."""
+        log.info("reloading secrets and certificates")
+        self.watch.reload()
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, refuse new calls, finish calls in flight, close the pool.
@@ -204,9 +250,15 @@ class AdapterServer:
                 await server.stop(0)
             return
         self._stopping = True
+        if self._watching is not None:
+            self._watching.cancel()
+            self._watching = None
         await self.health.enter_graceful_shutdown()
         await server.stop(self.settings.server.grace_seconds if grace is None else grace)
         self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
         if self._circuit_health is not None:
             await self._circuit_health.aclose()
         if client is not None:
@@ -232,8 +284,89 @@ class AdapterServer:
         await self.stop()
 
 
+def _reload_password(client: UpstreamClient, merchant: str, path: str) -> None:
+    where = f"merchants.{merchant}.password_file"
+    client.replace_password(merchant, Secret(read_secret_file(path, where)))
+
+
+def _reload_token(callers: Callers, name: str, path: str) -> None:
+    callers.replace_token(name, token_digest(read_secret_file(path, f"callers.{name}.token_file")))
+
+
+def _server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """grpc's own bounds on messages, connections and their lifetimes, from the settings."""
+    ms = 1000
+    limit = settings.max_message_bytes
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * ms)),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_seconds * ms)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * ms)),
+        ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_seconds * ms)),
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * ms)),
+        ("grpc.max_connection_age_grace_ms", int(settings.grace_seconds * ms)),
+    ]
+
+
+def _bind(
+    server: grpc.aio.Server, address: ListenAddress, where: str, tls: ServerTls | None = None
+) -> tuple[str, int]:
+    """Add a listening port; the address as bound (``unix:PATH``, or host and real port).
+
+    A Unix socket is created mode 0660: reachable by the owner and the group, by no one else.
+    """
+    target = str(address)
+    try:
+        if address.path is not None:
+            _remove_stale_socket(address.path)
+        else:
+            check_can_bind(address.host, address.port)
+        old_umask = os.umask(0o117) if address.is_unix else None
+        try:
+            bound = (
+                server.add_secure_port(target, tls.credentials())
+                if tls is not None
+                else server.add_insecure_port(target)
+            )
+        finally:
+            if old_umask is not None:
+                os.umask(old_umask)
+        if address.path is not None:
+            os.chmod(address.path, 0o660)
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"{where}: cannot listen on {target}: {_why(exc)}") from None
+    if not bound:
+        raise ConfigError(f"{where}: cannot listen on {target}: address not available")
+    if address.path is not None:
+        return target, 0
+    return format_address(address.host, bound), bound
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a Unix socket left by a process that is gone; refuse one that is still served."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, "a file that is not a socket is in the way")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+            return
+    raise OSError(errno.EADDRINUSE, "another process is serving on this socket")
+
+
 async def serve(server: AdapterServer, on_ready: Callable[[AdapterServer], None]) -> None:
-    """Run until SIGTERM or SIGINT: the first stops gracefully, a second stops at once."""
+    """Run until SIGTERM or SIGINT: the first stops gracefully, a second stops at once.
+
+    SIGHUP reads every secret and certificate file again, at once.
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     hard_stop: list[asyncio.Task[None]] = []
@@ -248,13 +381,14 @@ async def serve(server: AdapterServer, on_ready: Callable[[AdapterServer], None]
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     try:
         await server.start()
         on_ready(server)
         await stopping.wait()
         await server.stop()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         with contextlib.suppress(Exception):
             await server.stop(grace=0)

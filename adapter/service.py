@@ -16,7 +16,9 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import code_pb2
 
-from adapter.errors import AdapterError, UpstreamError
+from adapter import nvp
+from adapter.callers import current_caller
+from adapter.errors import AdapterError, MerchantNotAllowed, UpstreamError
 from adapter.schema import OPERATIONS, SESSION_SERVICE, Operation
 from adapter.status import rich_status
 from adapter.upstream import UpstreamClient
@@ -47,6 +49,7 @@ class RpcBoundary:
         try:
             request = self.operation.parse_request(raw)
             fields = self.operation.encode_request(request)
+            _authorize(fields[nvp.MERCHANT])
             answer = await self._client.call(
                 fields, _time_left(context), repeatable=self.operation.repeatable
             )
@@ -70,6 +73,13 @@ class RpcBoundary:
         )
         await context.abort_with_status(status.to_grpc())
         raise AssertionError("unreachable: abort_with_status raises")  # pragma: no cover
+
+
+def _authorize(merchant: str) -> None:
+    """Refuse a merchant outside the authenticated caller's list (callers configured only)."""
+    caller = current_caller()
+    if caller is not None and not caller.may_use(merchant):
+        raise MerchantNotAllowed(merchant, caller.name)
 
 
 def _time_left(context: grpc.aio.ServicerContext[bytes, Message]) -> float | None:

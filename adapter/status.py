@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 from adapter import nvp
 from adapter.errors import (
     AdapterOverloaded,
+    CallerUnauthenticated,
     CircuitOpen,
     GatewayRejected,
     MerchantNotAllowed,
@@ -107,8 +108,11 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                 f"invalid request: {exc}",
                 details=[_bad_request(exc.field, exc.description)] if exc.field else [],
             )
+        case CallerUnauthenticated():
+            return _Status(code_pb2.UNAUTHENTICATED, "CALLER_UNAUTHENTICATED", str(exc))
         case MerchantNotAllowed():
-            return _Status(code_pb2.PERMISSION_DENIED, "MERCHANT_NOT_ALLOWED", str(exc))
+            caller = {} if exc.caller is None else {"caller": exc.caller}
+            return _Status(code_pb2.PERMISSION_DENIED, "MERCHANT_NOT_ALLOWED", str(exc), caller)
         case GatewayRejected():
             return _gateway_status(exc, field_path)
         case AdapterOverloaded():

@@ -12,6 +12,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from types import TracebackType
 
 from adapter import nvp
@@ -28,7 +29,7 @@ from adapter.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from adapter.redaction import Redactor
+from adapter.redaction import Redactor, Secret
 from adapter.retry import RetryPolicy
 from adapter.transport import RawReply, Transport
 
@@ -93,7 +94,7 @@ class UpstreamClient:
     ) -> None:
         self._transport = transport
         self._timeout = settings.timeout_seconds
-        self._credentials = merchants
+        self._credentials = dict(merchants)
         self._retry = RetryPolicy(
             settings.retry_max_attempts,
             settings.retry_initial_backoff_seconds,
@@ -114,6 +115,15 @@ class UpstreamClient:
         """Per merchant: an echo in a reply can only hold the password this call sent."""
         self.redact = Redactor(c.password for c in merchants.values() if c.password is not None)
         """Scrubs every configured password from text that may hold any of them: tracebacks."""
+
+    def replace_password(self, merchant: str, password: Secret) -> None:
+        """Rotation: the next calls for ``merchant`` send this password."""
+        credentials = replace(self._credentials[merchant], password=password)
+        self._credentials[merchant] = credentials
+        self._redactors[merchant] = Redactor([password])
+        self.redact = Redactor(
+            c.password for c in self._credentials.values() if c.password is not None
+        )
 
     async def __aenter__(self) -> UpstreamClient:
         return self

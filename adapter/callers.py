@@ -1,0 +1,171 @@
+"""Who is calling: bearer tokens and client certificates matched to ``[callers.NAME]``.
+
+With no ``[callers]`` table there is no caller authentication (the sidecar case). With one, every
+call but ``grpc.health.v1.Health`` must prove who it is, and ``CallerAuthentication`` (a grpc.aio
+server interceptor, the one place this is decided) refuses it UNAUTHENTICATED otherwise, before
+any handler runs. The caller it finds is then at hand for the RPC's handler as ``current_caller()``,
+which checks the merchant against the caller's list.
+
+A token is held only as its SHA-256 digest and compared in constant time against every caller's
+digest; a certificate identity comes from grpc's auth context (the TLS peer grpc verified against
+``client_ca_file``), never from anything the caller writes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import grpc
+
+from adapter.config import CallerSettings
+from adapter.errors import CallerUnauthenticated
+from adapter.redaction import Secret
+from adapter.status import rich_status
+
+__all__ = ["CallerAuthentication", "Callers", "current_caller"]
+
+log = logging.getLogger("adapter.callers")
+
+UNAUTHENTICATED_SERVICES = ("/grpc.health.v1.Health/",)
+"""Methods under these prefixes answer without authentication: probes must reach them."""
+_BEARER = "bearer "
+_MAX_AUTHORIZATION_CHARS = 8192
+_CERTIFICATE_PROPERTIES = ("peer_uri", "peer_dns", "x509_common_name")
+"""Where grpc's auth context holds a verified client certificate's URI SANs, DNS SANs and CN."""
+
+_current: contextvars.ContextVar[CallerSettings | None] = contextvars.ContextVar(
+    "caller", default=None
+)
+
+
+def current_caller() -> CallerSettings | None:
+    """The caller authenticated for this RPC, or None when caller authentication is off."""
+    return _current.get()
+
+
+class Callers:
+    """The configured callers, with their token digests replaceable when a token file rotates."""
+
+    def __init__(self, callers: Mapping[str, CallerSettings]) -> None:
+        self._callers = dict(callers)
+
+    def __repr__(self) -> str:
+        return f"Callers({sorted(self._callers)!r})"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._callers)
+
+    def replace_token(self, name: str, digest: Secret) -> None:
+        """Rotation: the caller ``name`` now authenticates with the token of this digest."""
+        self._callers[name] = replace(self._callers[name], token_sha256=digest)
+
+    def identify(
+        self, metadata: Sequence[tuple[str, str | bytes]], auth_context: Mapping[str, Any]
+    ) -> CallerSettings | None:
+        """The caller a call's ``authorization`` metadata or client certificate proves; or None."""
+        token = _bearer_token(metadata)
+        if token is not None:
+            return self._by_token(token)
+        return self._by_certificate(auth_context)
+
+    def _by_token(self, token: bytes) -> CallerSettings | None:
+        digest = hashlib.sha256(token).hexdigest().encode()
+        found = None
+        for caller in self._callers.values():  # every digest compared: the time tells nothing
+            if caller.token_sha256 is not None and hmac.compare_digest(
+                digest, caller.token_sha256.reveal().encode()
+            ):
+                found = caller
+        return found
+
+    def _by_certificate(self, auth_context: Mapping[str, Any]) -> CallerSettings | None:
+        names = {
+            value.decode("utf-8", "replace")
+            for key in _CERTIFICATE_PROPERTIES
+            for value in auth_context.get(key, ())
+        }
+        for caller in self._callers.values():
+            if caller.certificate_subject is not None and caller.certificate_subject in names:
+                return caller
+        return None
+
+
+def _bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> bytes | None:
+    for key, value in metadata:
+        if key == "authorization" and isinstance(value, str):
+            if len(value) > _MAX_AUTHORIZATION_CHARS or not value.lower().startswith(_BEARER):
+                return b""  # present but unusable: refused, never matched against a certificate
+            return value[len(_BEARER) :].strip().encode()
+    return None
+
+
+Behaviour = Callable[..., Any]
+
+
+class CallerAuthentication(grpc.aio.ServerInterceptor):
+    """Refuses every unauthenticated call but health's, and names the caller for the handler."""
+
+    def __init__(self, callers: Callers) -> None:
+        self._callers = callers
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(details)
+        method: str = details.method
+        if (
+            handler is None
+            or not self._callers.enabled
+            or method.startswith(UNAUTHENTICATED_SERVICES)
+        ):
+            return handler
+        # grpc's handlers are named tuples: the one behaviour set is replaced by a guarded one.
+        if handler.unary_unary is not None:
+            wrapped = {"unary_unary": self._unary(handler.unary_unary, method)}
+        elif handler.stream_unary is not None:
+            wrapped = {"stream_unary": self._unary(handler.stream_unary, method)}
+        elif handler.unary_stream is not None:
+            wrapped = {"unary_stream": self._streaming(handler.unary_stream, method)}
+        elif handler.stream_stream is not None:
+            wrapped = {"stream_stream": self._streaming(handler.stream_stream, method)}
+        else:
+            return handler
+        return handler._replace(**wrapped)  # type: ignore[attr-defined,no-any-return]
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        caller = self._callers.identify(
+            tuple(context.invocation_metadata() or ()), context.auth_context()
+        )
+        if caller is None:
+            failure = CallerUnauthenticated()
+            log.warning("rpc=%s code=UNAUTHENTICATED reason=CALLER_UNAUTHENTICATED", method)
+            await context.abort_with_status(rich_status(failure).to_grpc())
+        _current.set(caller)
+
+    def _unary(self, behaviour: Behaviour, method: str) -> Behaviour:
+        async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await self._authenticate(context, method)
+            return await behaviour(request, context)
+
+        return authenticated
+
+    def _streaming(self, behaviour: Behaviour, method: str) -> Behaviour:
+        async def authenticated(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            await self._authenticate(context, method)
+            async for response in behaviour(request, context):
+                yield response
+
+        return authenticated
