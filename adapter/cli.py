@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from adapter.app import build_server, embedded_accounts
 from adapter.config import DEMO_MERCHANT, Settings, load_settings, parse_host_port
@@ -28,19 +29,44 @@ EXIT_CONFIG = 2
 DEFAULT_GATEWAY_LISTEN = "127.0.0.1:8080"
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with every usage mistake as the one line every other mistake gets."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"nvp-adapter: error: {message} (see nvp-adapter --help)\n")
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level: use one of {', '.join(LOG_LEVELS)}"
+        )
+    return level
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nvp-adapter",
         description="gRPC front for the Mastercard Payment Gateway Services NVP API.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     serve_cmd = commands.add_parser("serve", help="run the gRPC server")
     gateway_cmd = commands.add_parser("gateway", help="run the embedded gateway alone, over HTTP")
     for command in (serve_cmd, gateway_cmd):
         command.add_argument("--config", metavar="FILE", help="TOML configuration file")
         command.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
         command.add_argument(
-            "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+            "--log-level",
+            default="INFO",
+            type=_log_level,
+            metavar="LEVEL",
+            help=f"one of {', '.join(LOG_LEVELS)} (any case)",
         )
     serve_cmd.add_argument(
         "--upstream", metavar="URL|embedded", help="gateway base URL, or 'embedded'"

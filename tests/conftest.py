@@ -149,10 +149,11 @@ async def fail(
     stub: Stub,
     request: pb.CreateSessionRequest | None = None,
     deadline: float = 5.0,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> Failure:
     """Make a call that must fail and unpack its rich status."""
     call = stub.CreateSession(
-        request or pb.CreateSessionRequest(merchant=MERCHANT), timeout=deadline
+        request or pb.CreateSessionRequest(merchant=MERCHANT), timeout=deadline, metadata=metadata
     )
     with pytest.raises(grpc.aio.AioRpcError):
         await call
