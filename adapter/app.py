@@ -8,6 +8,8 @@ plugs the embedded gateway into the transport seam when the settings ask for it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from adapter.config import Settings
 from adapter.embedded import EmbeddedGateway, EmbeddedTransport
 from adapter.server import AdapterServer, http_transport
@@ -37,6 +39,11 @@ def embedded_accounts(settings: Settings) -> dict[str, str]:
     }
 
 
-def build_server(settings: Settings, transport: Transport | None = None) -> AdapterServer:
-    """The adapter's server for these settings; ``transport`` replaces the one they call for."""
-    return AdapterServer(settings, transport, transport_factory=build_transport)
+def build_server(
+    settings: Settings, transport: Transport | None = None, **options: Any
+) -> AdapterServer:
+    """The adapter's server for these settings; ``transport`` replaces the one they call for.
+
+    ``options`` go to ``AdapterServer`` as they are.
+    """
+    return AdapterServer(settings, transport, transport_factory=build_transport, **options)
