@@ -1,0 +1,175 @@
+"""Start-up and signals as an operator meets them: bounds, flags, URLs, secret files, SIGHUP."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from adapter.config import DEMO_MERCHANT, load_settings
+from adapter.errors import ConfigError
+from tests.test_cli import Start, nvp_adapter, run
+
+__all__ = ["nvp_adapter"]  # the fixture, shared with test_cli
+
+
+def config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "adapter.toml"
+    path.write_text(text)
+    return str(path)
+
+
+OUT_OF_RANGE = {
+    "max_message_bytes": "[server]\nmax_message_bytes = 2147483648\n",
+    "max_concurrent_rpcs": "[server]\nmax_concurrent_rpcs = 2147483648\n",
+    "max_connections": "[server]\nmax_connections = 0\n",
+    "api_version": "[upstream]\napi_version = 1001\n",
+    "pool_size": "[upstream]\npool_size = 99999999999\n",
+    "retry_max_attempts": "[upstream]\nretry_max_attempts = 1000\n",
+    "breaker_failure_threshold": "[upstream]\nbreaker_failure_threshold = -1\n",
+    "max_response_bytes": "[upstream]\nmax_response_bytes = 9223372036854775807\n",
+    "keepalive_seconds": "[server]\nkeepalive_seconds = 0\n",
+    "gateway max_connections": "[gateway]\nmax_connections = 2147483648\n",
+}
+
+
+@pytest.mark.parametrize("text", OUT_OF_RANGE.values(), ids=OUT_OF_RANGE.keys())
+async def test_every_integer_setting_is_bounded(tmp_path: Path, text: str) -> None:
+    """A number outside its documented range is one line and exit 2, never a traceback."""
+    code, out, err = await run("serve", "--config", config(tmp_path, text))
+    assert (code, out, err.count("\n")) == (2, "", 1)
+    assert " must be " in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--log-level", "TRACE"],
+        ["gateway", "--log-level", "verbose"],
+        ["serve", "--no-such-flag"],
+        ["frobnicate"],
+        [],
+    ],
+)
+async def test_usage_mistakes_are_one_line(args: list[str]) -> None:
+    """argparse's own mistakes read like every other: one `nvp-adapter: error:` line, exit 2."""
+    code, _, err = await run(*args)
+    assert code == 2
+    assert err.count("\n") == 1
+    assert err.startswith("nvp-adapter: error: ")
+
+
+async def test_log_levels_are_case_insensitive(nvp_adapter: Start) -> None:
+    """`--log-level debug` is DEBUG."""
+    server = await nvp_adapter("serve", "--listen", "127.0.0.1:0", "--log-level", "debug")
+    code, _, err = await server.stop()
+    assert code == 0
+    assert " DEBUG " in err
+
+
+async def test_user_info_in_the_upstream_url_is_refused_and_not_echoed(tmp_path: Path) -> None:
+    """`https://user:pw@host` is refused, and the error shows the URL without its user info."""
+    code, _, err = await run(
+        "serve", "--upstream", "https://mpgs-user:hunter2-secret@gateway.example"
+    )
+    assert code == 2
+    assert "user info" in err
+    assert "***@gateway.example" in err
+    assert "hunter2-secret" not in err
+    assert "mpgs-user" not in err
+
+
+def test_a_password_file_keeps_all_but_its_trailing_newline(tmp_path: Path) -> None:
+    """Leading and inner spaces are part of the password; one trailing newline (or CRLF) is not."""
+    for name, text, expected in [
+        ("lf", "  pass word \n", "  pass word "),
+        ("crlf", "\tpw\r\n", "\tpw"),
+        ("none", " pw", " pw"),
+        ("two", "pw\n\n", "pw\n"),
+    ]:
+        secret = tmp_path / name
+        secret.write_text(text, newline="")
+        secret.chmod(0o600)
+        path = config(tmp_path, f"[merchants.SHOP1]\npassword_file = '{secret}'\n")
+        password = load_settings(path).merchants["SHOP1"].password
+        assert password is not None
+        assert password.reveal() == expected, name
+
+
+def test_a_password_file_others_can_read_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A world-readable secret file is accepted with one WARNING naming it, however often read."""
+    secret = tmp_path / "shared-password"
+    secret.write_text("pw\n")
+    secret.chmod(0o644)
+    path = config(tmp_path, f"[merchants.SHOP1]\npassword_file = '{secret}'\n")
+    caplog.set_level(logging.WARNING, logger="adapter.config")
+    load_settings(path)
+    load_settings(path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert str(secret) in warnings[0]
+
+
+def test_a_private_password_file_does_not_warn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mode 0600 is what a secret file should be: no warning."""
+    secret = tmp_path / "private-password"
+    secret.write_text("pw\n")
+    secret.chmod(0o600)
+    caplog.set_level(logging.WARNING, logger="adapter.config")
+    load_settings(config(tmp_path, f"[merchants.SHOP1]\npassword_file = '{secret}'\n"))
+    assert caplog.records == []
+
+
+def test_an_empty_password_variable_is_called_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An environment variable that is set but empty is reported as empty, not as unset."""
+    path = config(tmp_path, "[merchants.SHOP1]\npassword_env = 'SHOP1_PASSWORD'\n")
+    monkeypatch.setenv("SHOP1_PASSWORD", "")
+    with pytest.raises(ConfigError, match="SHOP1_PASSWORD is empty"):
+        load_settings(path)
+    monkeypatch.delenv("SHOP1_PASSWORD")
+    with pytest.raises(ConfigError, match="SHOP1_PASSWORD is unset"):
+        load_settings(path)
+
+
+async def test_sighup_does_not_stop_serve(nvp_adapter: Start) -> None:
+    """SIGHUP reloads; the adapter keeps answering, then stops with exit 0 on SIGTERM."""
+    server = await nvp_adapter("serve", "--listen", "127.0.0.1:0")
+    server.proc.send_signal(signal.SIGHUP)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        response = await stub.CreateSession(
+            pb.CreateSessionRequest(merchant=DEMO_MERCHANT), timeout=5
+        )
+    code, _, err = await server.stop()
+    assert response.result == pb.RESULT_SUCCESS
+    assert code == 0
+    assert "reloading secrets and certificates" in err
+
+
+async def test_a_non_loopback_listen_without_tls_is_refused(tmp_path: Path) -> None:
+    """`--listen 0.0.0.0:0` with no TLS and no `insecure = true` exits 2 in one line."""
+    code, _, err = await run("serve", "--listen", "0.0.0.0:0")
+    assert (code, err.count("\n")) == (2, 1)
+    assert "not a loopback address" in err
+
+
+def test_unix_listen_addresses_parse(tmp_path: Path) -> None:
+    """`unix:PATH` and `unix:///ABS/PATH` are Unix sockets; `unix://relative` is refused."""
+    path = config(tmp_path, "[server]\nlisten = 'unix:///run/nvp/grpc.sock'\n")
+    assert load_settings(path).server.address.path == "/run/nvp/grpc.sock"
+    path = config(tmp_path, "[server]\nlisten = 'unix:grpc.sock'\n")
+    assert load_settings(path).server.address.path == "grpc.sock"
+    path = config(tmp_path, "[server]\nlisten = 'unix://grpc.sock'\n")
+    with pytest.raises(ConfigError, match="absolute path"):
+        load_settings(path)
