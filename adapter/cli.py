@@ -108,15 +108,30 @@ def _print_first_call(server: AdapterServer) -> None:
         if DEMO_MERCHANT in settings.merchants
         else next(iter(settings.merchants), DEMO_MERCHANT)
     )
+    address = settings.server.address
+    grpcurl = ["grpcurl"]
+    first_call = [".venv/bin/python scripts/first_call.py", f"--target {server.address}"]
+    if settings.server.tls is None:
+        grpcurl.append("-plaintext")
+    else:
+        grpcurl.append("-cacert CA.pem")
+        first_call.append("--ca-file CA.pem")
+        if settings.server.tls.client_ca_file is not None:
+            grpcurl.append("-cert CLIENT.pem -key CLIENT.key")
+            first_call.append("--cert-file CLIENT.pem --key-file CLIENT.key")
+    if settings.callers:
+        grpcurl.append("-H 'authorization: Bearer <token>'")
+        first_call.append("--token-file TOKEN_FILE")
+    grpcurl.append(f'-d \'{{"merchant": "{merchant}"}}\'')
+    grpcurl.append(f"-unix {address.path}" if address.path is not None else server.address)
+    first_call.append(f"--merchant {merchant}")
     print(
         f"nvp-adapter listening on {server.address} (upstream: {upstream})\n"
         f"First call, with grpcurl:\n"
-        f'  grpcurl -plaintext -d \'{{"merchant": "{merchant}"}}\' {server.address} '
-        f"mpgs.gateway.v1.SessionService/CreateSession\n"
+        f"  {' '.join(grpcurl)} mpgs.gateway.v1.SessionService/CreateSession\n"
         f"or with Python (this repository's .venv):\n"
-        f"  .venv/bin/python scripts/first_call.py --target {server.address} "
-        f"--merchant {merchant}\n"
-        f"Stop with Ctrl-C or SIGTERM.",
+        f"  {' '.join(first_call)}\n"
+        f"Stop with Ctrl-C or SIGTERM; SIGHUP reloads secrets and certificates.",
         flush=True,
     )
 

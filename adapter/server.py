@@ -207,7 +207,17 @@ class AdapterServer:
         self._watching = asyncio.create_task(self.watch.run())
         for service in ("", SESSION_SERVICE.full_name):
             await self.health.set(service, SERVING)
-        log.info("listening on %s (%s)", self.address, self.settings.describe())
+        security = "mutual TLS" if tls is not None and tls.mutual else "TLS" if tls else "plaintext"
+        callers_note = f"{len(self.settings.callers)} callers" if callers.enabled else "no callers"
+        health_note = f", health only on {self.health_address}" if self.health_address else ""
+        log.info(
+            "listening on %s (%s, %s%s; %s)",
+            self.address,
+            security,
+            callers_note,
+            health_note,
+            self.settings.describe(),
+        )
 
     def _watch_files(self, client: UpstreamClient, callers: Callers, tls: ServerTls | None) -> None:
         """Every secret or certificate that comes from a file is read again when it changes."""
