@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 import stat
@@ -183,3 +184,43 @@ async def test_unusable_tls_files_are_a_config_error(tmp_path: Path, broken: str
         await build_server(settings).start()
     assert "\n" not in str(raised.value)
     assert "PRIVATE KEY" not in str(raised.value)
+
+
+async def closed_within(port: int, seconds: float) -> bool:
+    """Whether a new connection that sends nothing is closed by the server within ``seconds``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        return await closed_within_reader(reader, seconds)
+    finally:
+        writer.close()
+
+
+async def test_a_silent_connection_is_closed_after_the_handshake_timeout() -> None:
+    """A client that connects and never speaks HTTP/2 is dropped after handshake_timeout."""
+    settings = listening(listen="127.0.0.1:0", handshake_timeout_seconds=1)
+    async with build_server(settings) as server:
+        assert await closed_within(server.port, 4.0)
+
+
+async def test_connections_past_the_limit_are_refused() -> None:
+    """With max_connections open, one more is closed at once; the ones before stay open."""
+    settings = listening(listen="127.0.0.1:0", max_connections=2, handshake_timeout_seconds=30)
+    async with build_server(settings) as server:
+        held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+        try:
+            assert await closed_within(server.port, 2.0)
+            assert not await closed_within_reader(held[0][0], 0.5)
+        finally:
+            for _, writer in held:
+                writer.close()
+
+
+async def closed_within_reader(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Whether the server closes this connection within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(4096):  # the server's SETTINGS frame, then the close
+                pass
+    except TimeoutError:
+        return False
+    return True
