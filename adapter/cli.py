@@ -23,7 +23,8 @@ from adapter.app import build_server, embedded_accounts
 from adapter.config import DEMO_MERCHANT, Settings, load_settings, parse_host_port
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from adapter.errors import ConfigError
-from adapter.server import AdapterServer, format_address, serve
+from adapter.listeners import format_address
+from adapter.server import AdapterServer, serve
 
 EXIT_CONFIG = 2
 DEFAULT_GATEWAY_LISTEN = "127.0.0.1:8080"

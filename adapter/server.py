@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import os
 import signal
-import socket
 import ssl
-import stat
 from collections.abc import Callable
 from functools import partial
 from types import TracebackType
@@ -30,13 +26,12 @@ from grpc_reflection.v1alpha import reflection
 
 from adapter.callers import CallerAuthentication, Callers
 from adapter.config import (
-    ListenAddress,
-    ServerSettings,
     Settings,
     read_secret_file,
     token_digest,
 )
 from adapter.errors import ConfigError
+from adapter.listeners import bind, server_options
 from adapter.redaction import Secret
 from adapter.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
 from adapter.schema import SESSION_SERVICE
@@ -62,41 +57,6 @@ def http_transport(settings: Settings) -> Transport:
         raise ConfigError(
             f"cannot load the upstream TLS files: {getattr(exc, 'strerror', None) or exc}"
         ) from None
-
-
-def check_can_bind(host: str, port: int) -> None:
-    """Raise the OSError a bind to ``host:port`` meets on every address the host resolves to.
-
-    grpc reports a failed bind by writing its own log line to stderr and returning 0; probing
-    first turns the common mistakes (port in use, unknown host) into one clear line instead.
-    """
-    if port == 0:
-        return
-    failure: OSError | None = None
-    for family, kind, proto, _, address in socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    ):
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                failure = exc
-                continue
-            return
-    if failure is not None:
-        raise failure
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror})"
-    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port``, with IPv6 hosts in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class CircuitHealth:
@@ -172,17 +132,17 @@ class AdapterServer:
         tls = ServerTls(server_settings.tls) if server_settings.tls is not None else None
         callers = Callers(self.settings.callers)
         server = grpc.aio.server(
-            options=_server_options(server_settings),
+            options=server_options(server_settings),
             maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
             interceptors=[CallerAuthentication(callers)],
         )
         health_server: grpc.aio.Server | None = None
         transport = self._transport or self._transport_factory(self.settings)
         try:
-            self.address, self.port = _bind(server, server_settings.address, "server.listen", tls)
+            self.address, self.port = bind(server, server_settings.address, "server.listen", tls)
             if (address := server_settings.health_address) is not None:
-                health_server = grpc.aio.server(options=_server_options(server_settings))
-                self.health_address, _ = _bind(health_server, address, "server.health_listen")
+                health_server = grpc.aio.server(options=server_options(server_settings))
+                self.health_address, _ = bind(health_server, address, "server.health_listen")
         except ConfigError:
             await transport.aclose()
             raise
@@ -301,75 +261,6 @@ def _reload_password(client: UpstreamClient, merchant: str, path: str) -> None:
 
 def _reload_token(callers: Callers, name: str, path: str) -> None:
     callers.replace_token(name, token_digest(read_secret_file(path, f"callers.{name}.token_file")))
-
-
-def _server_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    """grpc's own bounds on messages, connections and their lifetimes, from the settings."""
-    ms = 1000
-    limit = settings.max_message_bytes
-    return [
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 0),
-        ("grpc.max_allowed_incoming_connections", settings.max_connections),
-        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * ms)),
-        ("grpc.keepalive_time_ms", int(settings.keepalive_seconds * ms)),
-        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * ms)),
-        ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_seconds * ms)),
-        ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * ms)),
-        ("grpc.max_connection_age_grace_ms", int(settings.grace_seconds * ms)),
-    ]
-
-
-def _bind(
-    server: grpc.aio.Server, address: ListenAddress, where: str, tls: ServerTls | None = None
-) -> tuple[str, int]:
-    """Add a listening port; the address as bound (``unix:PATH``, or host and real port).
-
-    A Unix socket is created mode 0660: reachable by the owner and the group, by no one else.
-    """
-    target = str(address)
-    try:
-        if address.path is not None:
-            _remove_stale_socket(address.path)
-        else:
-            check_can_bind(address.host, address.port)
-        old_umask = os.umask(0o117) if address.is_unix else None
-        try:
-            bound = (
-                server.add_secure_port(target, tls.credentials())
-                if tls is not None
-                else server.add_insecure_port(target)
-            )
-        finally:
-            if old_umask is not None:
-                os.umask(old_umask)
-        if address.path is not None:
-            os.chmod(address.path, 0o660)
-    except (OSError, RuntimeError) as exc:
-        raise ConfigError(f"{where}: cannot listen on {target}: {_why(exc)}") from None
-    if not bound:
-        raise ConfigError(f"{where}: cannot listen on {target}: address not available")
-    if address.path is not None:
-        return target, 0
-    return format_address(address.host, bound), bound
-
-
-def _remove_stale_socket(path: str) -> None:
-    """Remove a Unix socket left by a process that is gone; refuse one that is still served."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(errno.EEXIST, "a file that is not a socket is in the way")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)
-            return
-    raise OSError(errno.EADDRINUSE, "another process is serving on this socket")
 
 
 async def serve(server: AdapterServer, on_ready: Callable[[AdapterServer], None]) -> None:
