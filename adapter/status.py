@@ -26,6 +26,7 @@ from adapter.errors import (
     GatewayRejected,
     MerchantNotAllowed,
     RequestInvalid,
+    UpstreamCertificateInvalid,
     UpstreamConnectionLost,
     UpstreamError,
     UpstreamOverloaded,
@@ -132,6 +133,13 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                 "UPSTREAM_UNAVAILABLE",
                 str(exc),
                 retry_after=DEFAULT_RETRY_DELAY_SECONDS,
+            )
+        case UpstreamCertificateInvalid():  # a configuration fault: retrying cannot help
+            return _Status(
+                code_pb2.UNAVAILABLE,
+                "UPSTREAM_UNAVAILABLE",
+                str(exc),
+                {"tls": "CERTIFICATE_INVALID"},
             )
         case UpstreamOverloaded():
             return _Status(

@@ -21,6 +21,7 @@ import aiohttp
 from adapter import nvp
 from adapter.config import UpstreamSettings
 from adapter.errors import (
+    UpstreamCertificateInvalid,
     UpstreamConnectionLost,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -119,8 +120,12 @@ class HttpTransport:
 
 # Most specific first: ClientConnectorError is itself a ClientOSError, and the certificate and
 # SSL errors are ClientConnectorErrors. ``sent`` says whether the request may have left.
+_CERTIFICATE_REFUSED: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorCertificateError,  # untrusted issuer, expired, another host name
+    ssl.SSLCertVerificationError,  # the same, should one ever arrive unwrapped
+)
 _NOT_SENT: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectorError,  # refused, DNS, TLS handshake and certificate errors
+    aiohttp.ClientConnectorError,  # refused, DNS, TLS handshake
     aiohttp.ConnectionTimeoutError,  # the connect timeout, before anything was written
     aiohttp.ClientSSLError,
 )
@@ -140,6 +145,8 @@ def _translate_errors(timeout: float, progress: Mapping[str, bool]) -> Iterator[
     """
     try:
         yield
+    except _CERTIFICATE_REFUSED as exc:
+        raise UpstreamCertificateInvalid(_describe_certificate(exc)) from exc
     except _NOT_SENT as exc:
         raise UpstreamUnavailable(_describe(exc)) from exc
     except _LOST as exc:
@@ -166,3 +173,12 @@ async def _mark_sent(
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _describe_certificate(exc: BaseException) -> str:
+    """OpenSSL's own words for what is wrong with the certificate, and whose it is."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cause = exc.certificate_error
+        why = getattr(cause, "verify_message", None) or str(cause)
+        return f"{why.rstrip('.')} ({exc.host}:{exc.port})"
+    return getattr(exc, "verify_message", None) or str(exc)
