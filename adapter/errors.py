@@ -123,8 +123,8 @@ class GatewayRejected(UpstreamError):
 
 @dataclass(eq=False)
 class UpstreamUnavailable(UpstreamError):
-    """The gateway could not be reached (refused, DNS, a failed TLS handshake, a connect timeout):
-    never sent."""
+    """The gateway could not be reached (refused, DNS, a failed TLS handshake, a connect timeout,
+    a proxy that refused the tunnel): never sent."""
 
     reason: str
 
