@@ -333,13 +333,22 @@ class Settings:
                 f"callers.{caller.name}.certificate_subject needs [server.tls] client_ca_file "
                 "(mutual TLS), or no client certificate is ever asked for",
             )
-        if self.upstream.client_cert_file is None:
-            for credentials in self.merchants.values():
-                _require(
-                    credentials.password is not None,
-                    f"merchants.{credentials.merchant}: no password (set password, password_env or "
-                    "password_file, or upstream.client_cert_file for certificate authentication)",
-                )
+        for credentials in self.merchants.values():
+            if credentials.password is not None:
+                continue
+            # No password: the merchant authenticates by the TLS client certificate, which only
+            # an https gateway ever asks for (the embedded one checks passwords alone).
+            _require(
+                urlsplit(self.upstream.url).scheme == "https",
+                f"merchants.{credentials.merchant}: no password, and certificate authentication "
+                "needs an https gateway (upstream.url); set password, password_env or "
+                "password_file",
+            )
+            _require(
+                self.upstream.client_cert_file is not None,
+                f"merchants.{credentials.merchant}: no password (set password, password_env or "
+                "password_file, or upstream.client_cert_file for certificate authentication)",
+            )
 
     def describe(self) -> str:
         """One line about the running configuration, with no secret in it."""
