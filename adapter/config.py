@@ -336,13 +336,22 @@ class Settings:
                 f"callers.{caller.name}.certificate_subject needs [server.tls] client_ca_file "
                 "(mutual TLS), or no client certificate is ever asked for",
             )
-        if self.upstream.client_cert_file is None:
-            for credentials in self.merchants.values():
-                _require(
-                    credentials.password is not None,
-                    f"merchants.{credentials.merchant}: no password (set password, password_env or "
-                    "password_file, or upstream.client_cert_file for certificate authentication)",
-                )
+        for credentials in self.merchants.values():
+            if credentials.password is not None:
+                continue
+            # No password: the merchant authenticates by the TLS client certificate, which only
+            # an https gateway ever asks for (the embedded one checks passwords alone).
+            _require(
+                urlsplit(self.upstream.url).scheme == "https",
+                f"merchants.{credentials.merchant}: no password, and certificate authentication "
+                "needs an https gateway (upstream.url); set password, password_env or "
+                "password_file",
+            )
+            _require(
+                self.upstream.client_cert_file is not None,
+                f"merchants.{credentials.merchant}: no password (set password, password_env or "
+                "password_file, or upstream.client_cert_file for certificate authentication)",
+            )
 
     def describe(self) -> str:
         """One line about the running configuration, with no secret in it."""
@@ -621,22 +630,26 @@ def _split_url(url: str, where: str) -> SplitResult:
         parts.hostname  # noqa: B018 (raises ValueError for a malformed host)
         parts.port  # noqa: B018 (raises ValueError for a bad port)
     except ValueError as exc:
-        raise ConfigError(f"{where} {redact_url(url)!r}: {exc}") from None
+        # The parser's words may quote part of the user info ("... integer value as 'pa'").
+        why = "malformed user info, host or port" if "@" in url else str(exc)
+        raise ConfigError(f"{where} {redact_url(url)!r}: {why}") from None
     return parts
 
 
 def redact_url(url: str) -> str:
-    """The URL with any user info replaced by ``***``, fit to print."""
-    try:
-        return _shown_url(urlsplit(url))
-    except ValueError:
-        return "***" if "@" in url else url
+    """The URL with any user info replaced by ``***``, fit to print.
+
+    Everything between ``//`` and the last ``@`` goes: a password may hold an unencoded ``/``,
+    ``?`` or ``#`` that a URL parser would take for the end of the host part.
+    """
+    scheme, sep, rest = url.partition("//")
+    if not sep or "@" not in rest:
+        return url
+    return f"{scheme}//***@{rest.rpartition('@')[2]}"
 
 
 def _shown_url(parts: SplitResult) -> str:
-    if "@" not in parts.netloc:
-        return parts.geturl()
-    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+    return redact_url(parts.geturl())
 
 
 def _is_loopback(host: str) -> bool:

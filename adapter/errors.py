@@ -3,19 +3,21 @@
 ::
 
     AdapterError
-    ├── ConfigError                  bad configuration, found at start-up
-    ├── RequestInvalid               the caller's request fails the adapter's own validation
-    ├── CallerUnauthenticated        caller authentication is on and the call proved no caller
-    ├── MerchantNotAllowed           no credentials held for the merchant, or not this caller's
-    └── UpstreamError                anything about the call to the gateway
-        ├── AdapterOverloaded        no free slot for an upstream call in time: never sent
-        ├── CircuitOpen              the gateway keeps failing; failing fast: never sent
-        ├── GatewayRejected          the gateway answered ``result=ERROR``
-        ├── UpstreamUnavailable      the gateway could not be reached; the request was never sent
-        ├── UpstreamOverloaded       HTTP 429/502/503/504 with no NVP error body
-        ├── UpstreamConnectionLost   the connection broke after the request was sent
-        ├── UpstreamTimeout          no answer in time (``sent``: whether the request left)
-        └── UpstreamProtocolError    the answer is not valid NVP, lacks ``result`` or is too large
+    ├── ConfigError                     bad configuration, found at start-up
+    ├── RequestInvalid                  the caller's request fails the adapter's own validation
+    ├── CallerUnauthenticated           caller authentication is on and the call proved no caller
+    ├── MerchantNotAllowed              no credentials held for the merchant, or not this caller's
+    └── UpstreamError                   anything about the call to the gateway
+        ├── AdapterOverloaded           no free slot for an upstream call in time: never sent
+        ├── CircuitOpen                 the gateway keeps failing; failing fast: never sent
+        ├── GatewayRejected             the gateway answered ``result=ERROR``
+        ├── UpstreamUnavailable         the gateway could not be reached; the request was never sent
+        ├── UpstreamCertificateInvalid  the gateway's TLS certificate failed verification: a
+        │                               configuration fault, not an outage; never sent
+        ├── UpstreamOverloaded          HTTP 429/502/503/504 with no NVP error body
+        ├── UpstreamConnectionLost      the connection broke after the request was sent
+        ├── UpstreamTimeout             no answer in time (``sent``: whether the request left)
+        └── UpstreamProtocolError       not valid NVP, no ``result``, or over the size cap
 
 ``status.py`` turns each of them into one gRPC status; this module only says what happened.
 """
@@ -134,12 +136,29 @@ class GatewayRejected(UpstreamError):
 
 @dataclass(eq=False)
 class UpstreamUnavailable(UpstreamError):
-    """The gateway could not be reached (refused, DNS, TLS, connect timeout): never sent."""
+    """The gateway could not be reached (refused, DNS, a failed TLS handshake, a connect timeout,
+    a proxy that refused the tunnel): never sent."""
 
     reason: str
 
     def __str__(self) -> str:
         return f"gateway unreachable: {self.reason}"
+
+
+@dataclass(eq=False)
+class UpstreamCertificateInvalid(UpstreamError):
+    """The gateway's TLS certificate failed verification (untrusted issuer, expired, another host
+    name): the request was never sent.
+
+    Not an outage but a configuration fault (``upstream.url``, ``upstream.ca_file``, or the
+    gateway's certificate itself): trying again cannot help, so it is neither retried nor counted
+    by the circuit breaker.
+    """
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"the gateway's TLS certificate was refused: {self.reason}"
 
 
 @dataclass(eq=False)

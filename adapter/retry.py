@@ -5,7 +5,9 @@ refused, DNS, TLS, no free pooled connection) is safe to send again for every op
 that says it did not process the request (``SERVER_BUSY``, HTTP 429 or 503 with no NVP body) is
 safe only for an operation declared ``RETRY_SAFETY_REPEATABLE`` in the proto; anything that may
 have reached the gateway and done its work (a lost connection, a timeout, HTTP 502 or 504) is never
-retried. And the budget: attempts are bounded, and no wait runs past the caller's deadline.
+retried. A gateway certificate the adapter refuses (``UpstreamCertificateInvalid``) never left
+either, but it is a configuration fault: the next attempt would meet the same certificate, so it is
+not retried. And the budget: attempts are bounded, and no wait runs past the caller's deadline.
 
 Delays grow exponentially with full jitter, and are never shorter than the gateway's
 ``Retry-After``.
@@ -22,7 +24,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from adapter.errors import GatewayRejected, UpstreamError, UpstreamOverloaded, UpstreamUnavailable
+from adapter.errors import (
+    GatewayRejected,
+    UpstreamCertificateInvalid,
+    UpstreamError,
+    UpstreamOverloaded,
+    UpstreamUnavailable,
+)
 
 SERVER_BUSY = "SERVER_BUSY"
 NOT_PROCESSED_HTTP_STATUSES = frozenset({429, 503})
@@ -51,6 +59,8 @@ class RetryPolicy:
 
 def _retry_advice(failure: UpstreamError, repeatable: bool) -> float | None:
     """The least wait the failure itself asks for, or None if it is not safe to retry."""
+    if isinstance(failure, UpstreamCertificateInvalid):  # safe, but it would fail the same way
+        return None
     if isinstance(failure, UpstreamUnavailable):
         return 0.0
     if not repeatable:

@@ -27,6 +27,7 @@ from adapter.errors import (
     GatewayRejected,
     MerchantNotAllowed,
     RequestInvalid,
+    UpstreamCertificateInvalid,
     UpstreamConnectionLost,
     UpstreamError,
     UpstreamOverloaded,
@@ -99,7 +100,7 @@ def rich_status(exc: BaseException, field_path: FieldPath = str) -> RichStatus:
     return RichStatus(proto, status.reason)
 
 
-def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PLR0911 (a table)
+def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PLR0911, PLR0912 (a table)
     match exc:
         case RequestInvalid():
             return _Status(
@@ -136,6 +137,13 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                 "UPSTREAM_UNAVAILABLE",
                 str(exc),
                 retry_after=DEFAULT_RETRY_DELAY_SECONDS,
+            )
+        case UpstreamCertificateInvalid():  # a configuration fault: retrying cannot help
+            return _Status(
+                code_pb2.UNAVAILABLE,
+                "UPSTREAM_UNAVAILABLE",
+                str(exc),
+                {"tls": "CERTIFICATE_INVALID"},
             )
         case UpstreamOverloaded():
             return _Status(

@@ -2,25 +2,37 @@
 
 ``Transport`` is the seam between the upstream client and whatever carries the bytes.
 ``HttpTransport`` is the real one on aiohttp (one ``ClientSession`` per process, a bounded
-keep-alive pool, TLS verified) and the one place where aiohttp, OS and timeout errors become the
-adapter's own (``_translate_errors``). The embedded gateway plugs into the same seam from
-``adapter/embedded/``; nothing here knows about it.
+keep-alive pool, TLS verified, optionally through an HTTP CONNECT proxy) and the one place where
+aiohttp, OS and timeout errors become the adapter's own (``_translate_errors``). The embedded
+gateway plugs into the same seam from ``adapter/embedded/``; nothing here knows about it.
+
+The proxy is ``upstream.proxy`` when set; otherwise the standard ``https_proxy`` / ``http_proxy``
+and ``no_proxy`` environment variables (either case) for the gateway's URL, read once when the
+transport is built. aiohttp's ``trust_env`` is not used: it would also read ``~/.netrc``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import logging
+import os
 import ssl
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from types import SimpleNamespace
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import MappingProxyType, SimpleNamespace
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
 from adapter import nvp
-from adapter.config import UpstreamSettings
+from adapter.config import UpstreamSettings, redact_url
 from adapter.errors import (
+    ConfigError,
+    UpstreamCertificateInvalid,
     UpstreamConnectionLost,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -30,6 +42,7 @@ from adapter.errors import (
 __all__ = ["HttpTransport", "RawReply", "Transport", "build_ssl_context"]
 
 _REQUEST_HEADERS = {"Content-Type": nvp.CONTENT_TYPE, "Accept": "*/*"}
+log = logging.getLogger("adapter.transport")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +74,96 @@ def build_ssl_context(settings: UpstreamSettings) -> ssl.SSLContext:
     return context
 
 
+@dataclass(frozen=True)
+class ProxyRoute:
+    """How requests reach the gateway: through the proxy at ``url``, or directly (``url`` None).
+
+    ``url`` never holds user info: the credentials it had travel as ``headers``
+    (``Proxy-Authorization``), which no repr shows, so that no error aiohttp raises (whose
+    connection key repr holds the proxy URL) can carry them.
+    """
+
+    url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    source: str = ""
+    """Where the proxy came from: ``upstream.proxy`` or the environment variable's name."""
+    shown: str = ""
+    """The proxy URL as configured, user info redacted: fit for a log line."""
+
+
+def proxy_route(settings: UpstreamSettings) -> ProxyRoute:
+    """The proxy for the gateway's URL: ``upstream.proxy``, else the environment's, else none.
+
+    With no proxy, ``source`` names the ``no_proxy`` variable when that is why.
+    Raises ``ConfigError`` (with the URL's user info redacted) for a proxy URL it cannot use.
+    """
+    if settings.proxy is not None:
+        return _route(settings.proxy, "upstream.proxy")
+    gateway = urlsplit(settings.url)
+    proxies = urllib.request.getproxies_environment()
+    url = proxies.get(gateway.scheme)
+    if not url:
+        return ProxyRoute()
+    if _bypass(gateway.netloc, proxies):
+        return ProxyRoute(source=_variable("no"))
+    return _route(url if "://" in url else f"http://{url}", _variable(gateway.scheme))
+
+
+# In the stdlib since 3.0 but not in typeshed; ``proxy_bypass`` is typed, but on macOS and Windows
+# it asks the system's settings rather than ``no_proxy``.
+_bypass: Callable[[str, Mapping[str, str]], bool]
+_bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+"""Whether ``no_proxy`` names the host."""
+
+
+def _variable(scheme: str) -> str:
+    """The name of the variable ``getproxies_environment`` read: the lower-case one wins."""
+    name = f"{scheme}_proxy"
+    return name if os.environ.get(name) else name.upper()
+
+
+def _route(url: str, source: str) -> ProxyRoute:
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        raise ConfigError(f"{source} {shown!r}: not a valid URL") from None
+    if parts.scheme != "http" or not host:
+        raise ConfigError(f"{source} {shown!r}: expected an http:// proxy URL (HTTP CONNECT)")
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    if parts.username is None:
+        return ProxyRoute(bare, source=source, shown=shown)
+    user, password = unquote(parts.username), unquote(parts.password or "")
+    if ":" in user:  # Basic credentials are "user:password": the user name cannot hold one
+        raise ConfigError(f"{source} {shown!r}: the proxy user name holds a ':'")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    headers = MappingProxyType({"Proxy-Authorization": f"Basic {token}"})
+    return ProxyRoute(bare, headers, source, shown)
+
+
 class HttpTransport:
     """POSTs to ``{url}/api/nvp/version/{N}`` over one pooled aiohttp ``ClientSession``.
 
-    Create it inside the running event loop; close it with ``aclose``.
+    Create it inside the running event loop; close it with ``aclose``. Raises ``ConfigError``
+    for a proxy URL (setting or environment) it cannot use.
     """
 
     def __init__(self, settings: UpstreamSettings) -> None:
+        self._proxy = proxy_route(settings)
+        if self._proxy.url is not None:
+            log.info(
+                "gateway requests go through the proxy %s (from %s)",
+                self._proxy.shown,
+                self._proxy.source,
+            )
+        elif self._proxy.source:
+            log.info("gateway requests go direct: %s names the gateway's host", self._proxy.source)
+        self._headers = dict(_REQUEST_HEADERS)
+        if self._proxy.url is not None and urlsplit(settings.url).scheme == "http":
+            # No tunnel for plain http: the request itself goes to the proxy, so it carries them.
+            self._headers.update(self._proxy.headers)
         self._endpoint = settings.endpoint()
         self._connect_timeout = settings.connect_timeout_seconds
         self._max_bytes = settings.max_response_bytes
@@ -92,9 +188,11 @@ class HttpTransport:
             async with self._session.post(
                 self._endpoint,
                 data=body,
-                headers=_REQUEST_HEADERS,
+                headers=self._headers,
                 timeout=limits,
                 trace_request_ctx=progress,
+                proxy=self._proxy.url,
+                proxy_headers=self._proxy.headers or None,
             ) as response:
                 data = await self._read_capped(response)
                 return RawReply(response.status, data, response.headers.get("Retry-After"))
@@ -119,8 +217,12 @@ class HttpTransport:
 
 # Most specific first: ClientConnectorError is itself a ClientOSError, and the certificate and
 # SSL errors are ClientConnectorErrors. ``sent`` says whether the request may have left.
+_CERTIFICATE_REFUSED: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorCertificateError,  # untrusted issuer, expired, another host name
+    ssl.SSLCertVerificationError,  # the same, should one ever arrive unwrapped
+)
 _NOT_SENT: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectorError,  # refused, DNS, TLS handshake and certificate errors
+    aiohttp.ClientConnectorError,  # refused, DNS, TLS handshake; the proxy's too
     aiohttp.ConnectionTimeoutError,  # the connect timeout, before anything was written
     aiohttp.ClientSSLError,
 )
@@ -140,9 +242,15 @@ def _translate_errors(timeout: float, progress: Mapping[str, bool]) -> Iterator[
     """
     try:
         yield
+    except _CERTIFICATE_REFUSED as exc:
+        raise UpstreamCertificateInvalid(_describe_certificate(exc)) from exc
+    except aiohttp.ClientHttpProxyError as exc:  # CONNECT answered with non-200: never sent
+        raise UpstreamUnavailable(_describe_proxy_refusal(exc)) from exc
     except _NOT_SENT as exc:
         raise UpstreamUnavailable(_describe(exc)) from exc
     except _LOST as exc:
+        if not progress[_SENT]:  # e.g. a proxy that hung up on CONNECT: nothing left
+            raise UpstreamUnavailable(_describe(exc)) from exc
         raise UpstreamConnectionLost(_describe(exc)) from exc
     except TimeoutError as exc:  # aiohttp's read timeouts subclass it; so does the total timeout
         raise UpstreamTimeout(timeout, sent=progress[_SENT]) from exc
@@ -166,3 +274,21 @@ async def _mark_sent(
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _describe_certificate(exc: BaseException) -> str:
+    """OpenSSL's own words for what is wrong with the certificate, and whose it is."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cause = exc.certificate_error
+        why = getattr(cause, "verify_message", None) or str(cause)
+        return f"{why.rstrip('.')} ({exc.host}:{exc.port})"
+    return getattr(exc, "verify_message", None) or str(exc)
+
+
+def _describe_proxy_refusal(exc: aiohttp.ClientHttpProxyError) -> str:
+    """The proxy's status alone: its reason phrase and headers are the proxy's to choose."""
+    try:
+        phrase = f" {HTTPStatus(exc.status).phrase}"
+    except ValueError:
+        phrase = ""
+    return f"the proxy refused the tunnel (HTTP {exc.status}{phrase})"

@@ -220,7 +220,12 @@ _TRANSPORT_FAILURES = (
     UpstreamTimeout,
     UpstreamOverloaded,
 )
-"""Failures that say the gateway is unreachable or failing: the breaker counts these."""
+"""Failures that say the gateway is unreachable or failing: the breaker counts these.
+
+A certificate the adapter refuses (``UpstreamCertificateInvalid``) is left out on purpose: it is a
+configuration fault that says nothing about the gateway's health, so the attempt is abandoned: it
+neither opens the circuit nor closes it.
+"""
 
 
 def _credential_fields(merchant: str, credentials: MerchantCredentials) -> Mapping[str, str]:

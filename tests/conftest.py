@@ -173,3 +173,10 @@ async def fail(
     assert failure.info.domain == "nvp-adapter"
     assert PASSWORD not in str(status)
     return failure
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's HTTP(S)_PROXY must not send the tests' loopback calls to their proxy."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)

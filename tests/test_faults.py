@@ -717,6 +717,16 @@ class NeverSent:
     """Words the status message holds, proving the fault is the one meant."""
     min_elapsed: float = 0.0
     options: Mapping[str, Any] = field(default_factory=dict)
+    attempts: int = 3
+    """Safe to send again, so retried; a certificate the adapter refuses is not (it would be
+    refused again)."""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """ErrorInfo.metadata beyond ``attempts``."""
+    retry_delay: float | None = 1.0
+    """RetryInfo's delay; None: no RetryInfo (a configuration fault, not worth retrying)."""
+
+
+CERTIFICATE_INVALID = {"tls": "CERTIFICATE_INVALID"}
 
 
 NEVER_SENT = {
@@ -737,12 +747,18 @@ NEVER_SENT = {
         lambda server, pki: server.use_tls(pki.good),
         tls=True,
         message="unable to get local issuer certificate",
+        attempts=1,
+        metadata=CERTIFICATE_INVALID,
+        retry_delay=None,
     ),
     "host-name mismatch": NeverSent(
         lambda server, pki: server.use_tls(pki.wrong_host),
         lambda server, pki: server.use_tls(pki.good),
         tls=True,
         message="mismatch",
+        attempts=1,
+        metadata=CERTIFICATE_INVALID,
+        retry_delay=None,
     ),
 }
 
@@ -756,8 +772,9 @@ async def test_fault_before_the_request_left(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A connect that is refused, hangs, or meets a bad certificate never sent the request: it is
-    retried (3 attempts) and answered UNAVAILABLE/UPSTREAM_UNAVAILABLE with RetryInfo and no
-    outcome, within the deadline; the gateway saw no request, and the next call is clean."""
+    answered UNAVAILABLE/UPSTREAM_UNAVAILABLE with no outcome, within the deadline, retried (3
+    attempts, RetryInfo) except for a refused certificate (1 attempt, ``tls=CERTIFICATE_INVALID``,
+    no RetryInfo); the gateway saw no request, and the next call is clean."""
     server = await start_fault_server(pki.good if row.tls else None)
     options = {"ca_file": pki.ca_file} if row.tls else {}
     stub = await adapter_for(start_adapter, server.url, **options, **row.options)
@@ -772,12 +789,12 @@ async def test_fault_before_the_request_left(
 
     assert failure.code == UNAVAILABLE
     assert failure.info.reason == "UPSTREAM_UNAVAILABLE"
-    assert dict(failure.info.metadata) == {"attempts": "3"}
-    assert retry_delay(failure) == 1.0
+    assert dict(failure.info.metadata) == {**row.metadata, "attempts": str(row.attempts)}
+    assert retry_delay(failure) == row.retry_delay
     assert row.message in failure.message.lower()
     assert row.min_elapsed <= elapsed < DEADLINE + SLACK
     assert len(server.requests) == requests, "no request reached the gateway"
-    assert opened == (3 if row.tls else 0), "one TLS handshake per attempt, or no connection"
+    assert opened == (row.attempts if row.tls else 0), "a TLS handshake per attempt, or none"
     tried = server.connections[connections : connections + opened]
     await eventually(lambda: all(c.tls_failed for c in tried), "every handshake to fail")
     await assert_next_call_is_clean(stub, server, baseline, caplog)

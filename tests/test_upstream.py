@@ -107,7 +107,8 @@ async def test_certificate_problems_are_unavailable(
     ca: trustme.CA,
     ca_file: str,
 ) -> None:
-    """An untrusted certificate or a host-name mismatch fails the handshake: never sent."""
+    """An untrusted certificate or a host-name mismatch fails the handshake: never sent, and a
+    configuration fault (``tls=CERTIFICATE_INVALID``), so no RetryInfo."""
     url = await http_gateway(server_context(ca, "gateway.example"), "localhost")
     stub = await start_adapter(
         make_settings(url, ca_file=ca_file if trusted else None),
@@ -115,7 +116,8 @@ async def test_certificate_problems_are_unavailable(
     failure = await fail(stub)
     assert failure.code == grpc.StatusCode.UNAVAILABLE
     assert failure.info.reason == "UPSTREAM_UNAVAILABLE"
-    assert error_details_pb2.RetryInfo in failure.details
+    assert failure.info.metadata["tls"] == "CERTIFICATE_INVALID"
+    assert error_details_pb2.RetryInfo not in failure.details
     assert "certificate" in failure.message.lower()
 
 

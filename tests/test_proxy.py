@@ -1,0 +1,460 @@
+"""The gateway through an HTTP CONNECT proxy: ``upstream.proxy``, or the proxy variables.
+
+``ConnectProxy`` is a real proxy on loopback port 0, written here on asyncio streams: it reads
+``CONNECT host:port``, checks ``Proxy-Authorization`` when the test asks for credentials, answers
+``200 Connection established`` and splices bytes both ways, recording every request it read. The
+gateway behind it is a real HTTPS server with a trustme certificate for ``localhost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import grpc
+import pytest
+import trustme
+from google.rpc import error_details_pb2
+
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
+from adapter.config import Settings
+from adapter.errors import ConfigError
+from adapter.transport import HttpTransport
+from tests.conftest import MERCHANT, Failure, ScriptedUpstream, fail, make_settings
+from tests.tls_peers import HttpsGateway, adapter_channel, https_gateway, server_context
+
+PROXY_USER = "proxy-user-5d81"
+PROXY_PASSWORD = "pr0xy-p@ss:w/rd-77c2"
+"""Distinctive, with characters the URL must percent-encode."""
+PROXY_VARIABLES = (
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "REQUEST_METHOD",
+)
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A request the proxy read: its method, target and ``Proxy-Authorization`` (None: absent)."""
+
+    method: str
+    target: str
+    authorization: str | None
+
+
+class ConnectProxy:
+    """An HTTP CONNECT proxy on 127.0.0.1; ``credentials`` set: it demands them (else 407).
+
+    With ``hang_up`` it closes each connection as soon as it has read the CONNECT. A request that
+    is not CONNECT (plain http through the proxy) is forwarded as it came to the host it names.
+    """
+
+    def __init__(self, credentials: tuple[str, str] | None = None, *, hang_up: bool = False):
+        self.expected = None if credentials is None else basic(*credentials)
+        self.hang_up = hang_up
+        self.seen: list[Seen] = []
+        self.tunnels = 0
+        """CONNECTs answered 200: tunnels opened to the gateway."""
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url_with(self, user: str, password: str) -> str:
+        """The proxy URL with user info, percent-encoded as a URL must carry it."""
+        return f"http://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the adapter closed its side: nothing to record
+        finally:
+            writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line, *lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = request_line.split(" ", 2)
+        headers = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in lines if line)
+        }
+        authorization = headers.get("proxy-authorization")
+        self.seen.append(Seen(method, target, authorization))
+        if self.hang_up:
+            return
+        if self.expected is not None and authorization != self.expected:
+            writer.write(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                b'Proxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\n\r\n'
+            )
+            await writer.drain()
+            return
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            self.tunnels += 1
+        else:  # absolute-form: forward the request as it came
+            authority = target.split("/")[2]
+            host, _, port = authority.rpartition(":")
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+            upstream_writer.write(head)
+        self._writers.add(upstream_writer)
+        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.transport.abort()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts from an environment with no proxy variable, whatever the machine has."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[list[ConnectProxy]]:
+    """Proxies the test starts with ``start_proxy``; all closed afterwards."""
+    started: list[ConnectProxy] = []
+    yield started
+    for proxy in started:
+        await proxy.aclose()
+
+
+async def start_proxy(
+    proxies: list[ConnectProxy], credentials: tuple[str, str] | None = None, **options: Any
+) -> ConnectProxy:
+    proxy = ConnectProxy(credentials, **options)
+    await proxy.start()
+    proxies.append(proxy)
+    return proxy
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def gateway(ca: trustme.CA) -> AsyncIterator[HttpsGateway]:
+    """The HTTPS gateway at ``https://localhost:PORT``, its certificate from ``ca``."""
+    async with https_gateway(server_context(ca.issue_cert("localhost"))) as started:
+        yield started
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+SettingsFor = Callable[[str | None], Settings]
+
+
+@pytest.fixture
+def settings_for(gateway: HttpsGateway, ca_file: str) -> SettingsFor:
+    """Settings for the gateway with a given ``upstream.proxy`` (None: no key)."""
+
+    def settings(proxy: str | None) -> Settings:
+        return make_settings(gateway.url, ca_file=ca_file, proxy=proxy)
+
+    return settings
+
+
+async def create_session(settings: Settings) -> pb.CreateSessionResponse:
+    async with adapter_channel(settings) as (stub, _):
+        return await stub.CreateSession(pb.CreateSessionRequest(merchant=MERCHANT), timeout=5)
+
+
+async def fail_with(settings: Settings) -> Failure:
+    async with adapter_channel(settings) as (stub, _):
+        return await fail(stub)
+
+
+def authority(gateway: HttpsGateway) -> str:
+    return gateway.url.removeprefix("https://")
+
+
+# --- the proxy carries the call ----------------------------------------------------------------
+
+
+async def test_the_configured_proxy_carries_the_call(
+    proxies: list[ConnectProxy], gateway: HttpsGateway, settings_for: SettingsFor
+) -> None:
+    """With ``upstream.proxy`` set, the call succeeds through one CONNECT tunnel to the gateway's
+    host and port, with no ``Proxy-Authorization`` when the URL holds no credentials."""
+    proxy = await start_proxy(proxies)
+    response = await create_session(settings_for(proxy.url))
+    assert (response.result, proxy.seen) == (
+        pb.RESULT_SUCCESS,
+        [Seen("CONNECT", authority(gateway), None)],
+    )
+
+
+async def test_proxy_credentials_from_the_url_are_sent(
+    proxies: list[ConnectProxy], gateway: HttpsGateway, settings_for: SettingsFor
+) -> None:
+    """The URL's user info, percent-decoded, reaches the proxy as ``Proxy-Authorization: Basic``
+    on the CONNECT, and a proxy that demands it lets the call through."""
+    proxy = await start_proxy(proxies, (PROXY_USER, PROXY_PASSWORD))
+    url = proxy.url_with(PROXY_USER, PROXY_PASSWORD)
+    response = await create_session(settings_for(url))
+    assert (response.result, proxy.seen) == (
+        pb.RESULT_SUCCESS,
+        [Seen("CONNECT", authority(gateway), basic(PROXY_USER, PROXY_PASSWORD))],
+    )
+
+
+async def test_the_start_log_names_the_proxy_without_its_credentials(
+    proxies: list[ConnectProxy], settings_for: SettingsFor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One INFO line at start says which proxy is used and whence, its user info as ``***``."""
+    caplog.set_level(logging.INFO, logger="adapter.transport")
+    proxy = await start_proxy(proxies, (PROXY_USER, PROXY_PASSWORD))
+    url = proxy.url_with(PROXY_USER, PROXY_PASSWORD)
+    await create_session(settings_for(url))
+    lines = [r.getMessage() for r in caplog.records if r.name == "adapter.transport"]
+    assert lines == [
+        f"gateway requests go through the proxy http://***@127.0.0.1:{proxy.port} "
+        "(from upstream.proxy)"
+    ]
+
+
+# --- a proxy that lets nothing through: never sent, retried --------------------------------------
+
+
+async def test_wrong_proxy_credentials_are_unavailable_and_never_sent(
+    proxies: list[ConnectProxy], gateway: HttpsGateway, settings_for: SettingsFor
+) -> None:
+    """A proxy answering CONNECT with 407 means the request never reached the gateway: each
+    attempt is refused, the call is retried like any never-sent failure, and the caller gets
+    UNAVAILABLE ``UPSTREAM_UNAVAILABLE`` with RetryInfo and the proxy's status in the message."""
+    proxy = await start_proxy(proxies, (PROXY_USER, PROXY_PASSWORD))
+    failure = await fail_with(settings_for(proxy.url_with(PROXY_USER, "wrong")))
+    assert failure.code == grpc.StatusCode.UNAVAILABLE
+    assert failure.info.reason == "UPSTREAM_UNAVAILABLE"
+    assert dict(failure.info.metadata) == {"attempts": "3"}
+    assert error_details_pb2.RetryInfo in failure.details
+    assert "HTTP 407 Proxy Authentication Required" in failure.message
+    assert (len(proxy.seen), proxy.tunnels, gateway.requests) == (3, 0, [])
+
+
+async def test_a_proxy_that_refuses_connections_is_unavailable(
+    proxies: list[ConnectProxy], gateway: HttpsGateway, settings_for: SettingsFor
+) -> None:
+    """A proxy port that refuses connections is a connection failure before anything was sent:
+    UNAVAILABLE with RetryInfo after the retries, and the gateway saw nothing."""
+    proxy = await start_proxy(proxies)
+    await proxy.aclose()  # the port is closed now: connections are refused
+    failure = await fail_with(settings_for(proxy.url))
+    assert (failure.code, dict(failure.info.metadata), gateway.requests) == (
+        grpc.StatusCode.UNAVAILABLE,
+        {"attempts": "3"},
+        [],
+    )
+
+
+async def test_a_proxy_that_hangs_up_on_connect_never_sent_the_request(
+    proxies: list[ConnectProxy], settings_for: SettingsFor
+) -> None:
+    """A proxy that closes the connection instead of answering CONNECT left the request unsent:
+    retried, RetryInfo, and no ``outcome = UNKNOWN`` (kept for a request that may have left)."""
+    proxy = await start_proxy(proxies, hang_up=True)
+    failure = await fail_with(settings_for(proxy.url))
+    assert (dict(failure.info.metadata), error_details_pb2.RetryInfo in failure.details) == (
+        {"attempts": "3"},
+        True,
+    )
+
+
+# --- the environment --------------------------------------------------------------------------
+
+
+async def test_https_proxy_from_the_environment(
+    proxies: list[ConnectProxy], settings_for: SettingsFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no ``upstream.proxy``, ``HTTPS_PROXY`` (credentials included) carries the call."""
+    proxy = await start_proxy(proxies, (PROXY_USER, PROXY_PASSWORD))
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url_with(PROXY_USER, PROXY_PASSWORD))
+    response = await create_session(settings_for(None))
+    assert (response.result, proxy.tunnels) == (pb.RESULT_SUCCESS, 1)
+
+
+async def test_no_proxy_names_the_gateway(
+    proxies: list[ConnectProxy], settings_for: SettingsFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway host listed in ``NO_PROXY`` is reached directly, past ``HTTPS_PROXY``."""
+    proxy = await start_proxy(proxies)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "example.com, localhost")
+    response = await create_session(settings_for(None))
+    assert (response.result, proxy.seen) == (pb.RESULT_SUCCESS, [])
+
+
+async def test_the_setting_wins_over_the_environment(
+    proxies: list[ConnectProxy], settings_for: SettingsFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``upstream.proxy`` is used even when ``HTTPS_PROXY`` names another proxy and ``NO_PROXY``
+    names every host: with the key set, the environment is not read."""
+    configured, other = await start_proxy(proxies), await start_proxy(proxies)
+    monkeypatch.setenv("HTTPS_PROXY", other.url)
+    monkeypatch.setenv("NO_PROXY", "*")
+    await create_session(settings_for(configured.url))
+    assert (configured.tunnels, other.seen) == (1, [])
+
+
+async def test_http_proxy_for_a_loopback_http_gateway(
+    proxies: list[ConnectProxy],
+    scripted_upstream: ScriptedUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain-http loopback gateway is reached through ``HTTP_PROXY``: the proxy is sent the
+    request itself, with the gateway's absolute URL, and forwards it."""
+    scripted_upstream.reply(
+        "merchant=TESTMERCHANT&result=SUCCESS&session.id=SESSION0002AAAAAAAAAAAAAAAAAAAA"
+        "&session.updateStatus=NO_UPDATE&session.version=0123456789"
+    )
+    proxy = await start_proxy(proxies)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    await create_session(make_settings(scripted_upstream.url))
+    assert proxy.seen == [Seen("POST", f"{scripted_upstream.url}/api/nvp/version/100", None)]
+
+
+UNUSABLE = {
+    "https proxy": (
+        f"https://{PROXY_USER}:{quote(PROXY_PASSWORD, safe='')}@proxy.internal:3128",
+        "'https://***@proxy.internal:3128': expected an http:// proxy URL (HTTP CONNECT)",
+    ),
+    "socks proxy": (
+        f"socks5://{PROXY_USER}:{quote(PROXY_PASSWORD, safe='')}@proxy.internal:1080",
+        "'socks5://***@proxy.internal:1080': expected an http:// proxy URL (HTTP CONNECT)",
+    ),
+    "password not percent-encoded": (
+        f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.internal:3128",
+        "'http://***@proxy.internal:3128': not a valid URL",
+    ),
+}
+
+
+@pytest.mark.parametrize(("value", "message"), UNUSABLE.values(), ids=UNUSABLE)
+async def test_a_proxy_variable_the_adapter_cannot_use_is_a_config_error(
+    value: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy variable the adapter cannot use stops the start with one line that names the
+    variable and shows the URL with all of its user info redacted, even where a password's
+    unencoded '/' cuts the URL's authority short."""
+    monkeypatch.setenv("HTTPS_PROXY", value)
+    with pytest.raises(ConfigError) as caught:
+        HttpTransport(make_settings("https://gateway.example").upstream)
+    assert str(caught.value) == f"HTTPS_PROXY {message}"
+
+
+# --- secrecy ----------------------------------------------------------------------------------
+
+
+def secret_forms() -> Iterator[str]:
+    """Every spelling in which the proxy credentials could leak."""
+    for secret in (PROXY_USER, PROXY_PASSWORD):
+        yield secret
+        yield quote(secret, safe="")
+    yield basic(PROXY_USER, PROXY_PASSWORD).removeprefix("Basic ")
+
+
+async def failing_proxy(proxies: list[ConnectProxy], how: str) -> str:
+    """A proxy URL holding the credentials, for a proxy that fails in the way ``how`` says."""
+    if how == "answers 407":
+        proxy = await start_proxy(proxies, (PROXY_USER, "another password"))
+    elif how == "hangs up":
+        proxy = await start_proxy(proxies, hang_up=True)
+    else:
+        proxy = await start_proxy(proxies)
+        await proxy.aclose()
+    return proxy.url_with(PROXY_USER, PROXY_PASSWORD)
+
+
+FAILURES = {
+    f"{how} ({source})": (how, source)
+    for how in ("answers 407", "hangs up", "refuses connections")
+    for source in ("upstream.proxy", "HTTPS_PROXY")
+}
+
+
+@pytest.mark.parametrize("case", FAILURES.values(), ids=FAILURES)
+async def test_proxy_credentials_never_show_when_the_proxy_fails(
+    case: tuple[str, str],
+    proxies: list[ConnectProxy],
+    settings_for: SettingsFor,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """However the proxy fails, and wherever its URL came from, the proxy's user name and
+    password (raw, percent-encoded, or as the Basic token) appear in nothing the caller receives,
+    in no log record at DEBUG, and not in the repr of the settings."""
+    how, source = case
+    caplog.set_level(logging.DEBUG)
+    url = await failing_proxy(proxies, how)
+    if source == "HTTPS_PROXY":
+        monkeypatch.setenv("HTTPS_PROXY", url)
+    settings = settings_for(url if source == "upstream.proxy" else None)
+    failure = await fail_with(settings)
+    seen = "\n".join(
+        [failure.message, *map(str, failure.details.values()), caplog.text, repr(settings)]
+    )
+    assert [form for form in secret_forms() if form in seen] == []
+
+
+async def test_proxy_credentials_never_show_when_the_proxy_works(
+    proxies: list[ConnectProxy], settings_for: SettingsFor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call through a proxy that accepts the credentials logs them nowhere, even at DEBUG."""
+    caplog.set_level(logging.DEBUG)
+    proxy = await start_proxy(proxies, (PROXY_USER, PROXY_PASSWORD))
+    await create_session(settings_for(proxy.url_with(PROXY_USER, PROXY_PASSWORD)))
+    assert [form for form in secret_forms() if form in caplog.text] == []
