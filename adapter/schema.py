@@ -32,6 +32,7 @@ from adapter._proto.mpgs.gateway.v1 import (
     session_service_pb2,
 )
 from adapter.errors import RequestInvalid
+from adapter.redaction import scrub_unmodelled
 
 EXTRA_FIELDS = "extra_fields"
 """The map field, in requests and responses, that carries NVP fields the proto does not model."""
@@ -194,8 +195,16 @@ class Operation:
         return fields
 
     def decode_response(self, fields: Mapping[str, str]) -> Message:
-        """The typed response for a successful NVP answer."""
-        message, _ = self.response.parse(fields)
+        """The typed response for a successful NVP answer.
+
+        Modelled fields are set exactly as the gateway sent them; what lands in ``extra_fields``
+        is the gateway's free text, scrubbed of an echoed ``apiPassword`` (``adapter.redaction``).
+        """
+        message, leftovers = self.response.parse(fields)
+        if self.response.has_extra_fields:
+            extra = getattr(message, EXTRA_FIELDS)
+            extra.clear()
+            extra.update(scrub_unmodelled(leftovers))
         return message
 
     def field_path(self, nvp_name: str, request: Message | None) -> str:

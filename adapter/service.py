@@ -66,7 +66,7 @@ class RpcBoundary:
             status.reason,
             failure.attempts if isinstance(failure, UpstreamError) else 0,
             (time.perf_counter() - started) * 1000,
-            status.proto.message,
+            self._client.redact(status.proto.message),
         )
         await context.abort_with_status(status.to_grpc())
         raise AssertionError("unreachable: abort_with_status raises")  # pragma: no cover

@@ -33,6 +33,7 @@ from adapter.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from adapter.redaction import scrub_free_text
 from adapter.schema import GATEWAY_ERROR
 
 DOMAIN = "nvp-adapter"
@@ -86,6 +87,8 @@ def rich_status(exc: BaseException, field_path: FieldPath = str) -> RichStatus:
     status = _classify(exc, field_path)
     if isinstance(exc, UpstreamError):
         status.metadata["attempts"] = str(exc.attempts)
+        # A message about the gateway may quote its bytes (aiohttp's parse errors do): free text.
+        status.message = scrub_free_text(status.message)
     info = error_details_pb2.ErrorInfo(
         reason=status.reason, domain=DOMAIN, metadata=status.metadata
     )
@@ -155,6 +158,7 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
 
 
 def _gateway_status(exc: GatewayRejected, field_path: FieldPath) -> _Status:
+    # exc.fields are already scrubbed of an echoed password (upstream.interpret).
     gateway_error, _ = GATEWAY_ERROR.parse(exc.fields)
     metadata = {
         key: exc.fields[name] for name, key in _METADATA_NAMES.items() if name in exc.fields

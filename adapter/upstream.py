@@ -28,7 +28,7 @@ from adapter.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from adapter.redaction import Redactor
+from adapter.redaction import Redactor, scrub_error_answer
 from adapter.retry import RetryPolicy
 from adapter.transport import RawReply, Transport
 
@@ -37,16 +37,16 @@ log = logging.getLogger("adapter.upstream")
 RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
 
 
-def interpret(reply: RawReply, redact: Callable[[str], str] = str) -> dict[str, str]:
+def interpret(reply: RawReply) -> dict[str, str]:
     """The gateway's fields for a successful answer; raise for every other kind of answer.
 
-    Every name and value passes through ``redact`` first: a gateway that echoes the request
-    must not hand the password to the caller or to a log line.
+    An error answer is all free text: its values go through ``scrub_error_answer`` before they
+    are held in an exception, so no status, log line or repr can carry an echoed password.
+    A successful answer is returned as sent: what it does not model is scrubbed where the
+    response is built (``schema.Operation.decode_response``).
     """
     try:
-        fields: dict[str, str] | None = {
-            redact(name): redact(value) for name, value in nvp.decode(reply.body).items()
-        }
+        fields: dict[str, str] | None = nvp.decode(reply.body)
         problem = "no result field"
     except nvp.NvpDecodeError as exc:
         fields, problem = None, f"not valid NVP ({exc})"
@@ -55,7 +55,7 @@ def interpret(reply: RawReply, redact: Callable[[str], str] = str) -> dict[str, 
             raise UpstreamOverloaded(reply.status, retry_after=parse_retry_after(reply.retry_after))
         raise UpstreamProtocolError(f"HTTP {reply.status}, {problem}", http_status=reply.status)
     if fields[nvp.RESULT] == nvp.RESULT_ERROR:
-        raise GatewayRejected(reply.status, fields)
+        raise GatewayRejected(reply.status, scrub_error_answer(fields))
     return fields
 
 
@@ -107,13 +107,8 @@ class UpstreamClient:
             settings.breaker_cooldown_seconds,
             on_change=on_circuit_change,
         )
-        self._redactors = {
-            merchant: Redactor([c.password] if c.password is not None else [])
-            for merchant, c in merchants.items()
-        }
-        """Per merchant: an echo in a reply can only hold the password this call sent."""
         self.redact = Redactor(c.password for c in merchants.values() if c.password is not None)
-        """Scrubs every configured password from text that may hold any of them: tracebacks."""
+        """Scrubs every configured password from log lines; never from what a caller sees."""
 
     async def __aenter__(self) -> UpstreamClient:
         return self
@@ -146,13 +141,12 @@ class UpstreamClient:
         if credentials is None:
             raise MerchantNotAllowed(merchant)
         body = nvp.encode({**fields, **_credential_fields(merchant, credentials)})
-        redact = self._redactors[merchant]
         loop = asyncio.get_running_loop()
         deadline = None if time_left is None else loop.time() + time_left
         attempt = 1
         while True:
             try:
-                return await self._attempt(body, deadline, redact)
+                return await self._attempt(body, deadline)
             except UpstreamError as failure:
                 failure.attempts = attempt
                 delay = self._retry.delay(failure, attempt, repeatable)
@@ -162,9 +156,7 @@ class UpstreamClient:
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _attempt(
-        self, body: bytes, deadline: float | None, redact: Redactor
-    ) -> dict[str, str]:
+    async def _attempt(self, body: bytes, deadline: float | None) -> dict[str, str]:
         """One attempt: a breaker admission, a slot, one HTTP exchange and its meaning."""
         loop = asyncio.get_running_loop()
         if deadline is not None and deadline <= loop.time():
@@ -180,7 +172,7 @@ class UpstreamClient:
                 reply = await self._transport.post(body, budget)
             finally:
                 self._slots.release()
-            fields = interpret(reply, redact)
+            fields = interpret(reply)
         except _TRANSPORT_FAILURES:
             outcome = self.breaker.failed
             raise

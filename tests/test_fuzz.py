@@ -31,6 +31,7 @@ from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.app import build_server
 from adapter.config import UpstreamSettings
+from tests import rules
 from tests.conftest import (
     DETAIL_TYPES,
     MERCHANT,
@@ -435,12 +436,13 @@ def _expected_code(fields: dict[str, str], http_status: int) -> tuple[Code, str]
 
 
 def _check_response(response: pb.CreateSessionResponse, fields: dict[str, str]) -> None:
-    """Modelled names land in their fields, everything else (and unknown enum text) in
-    extra_fields, verbatim."""
+    """Modelled names land in their fields verbatim, everything else (and unknown enum text) in
+    extra_fields, verbatim but for an echoed apiPassword (README, "Errors")."""
     extra = {name: value for name, value in fields.items() if name not in MODELLED_NAMES}
     for name, table in (("result", RESULTS), ("session.updateStatus", UPDATE_STATUSES)):
         if name in fields and fields[name] not in table:
             extra[name] = fields[name]
+    extra = rules.redact_unmodelled(extra)
     assert response.merchant == fields.get("merchant", "")
     assert response.correlation_id == fields.get("correlationId", "")
     assert response.result == RESULTS.get(fields.get("result", ""), pb.RESULT_UNSPECIFIED)
@@ -453,13 +455,15 @@ def _check_response(response: pb.CreateSessionResponse, fields: dict[str, str]) 
 
 
 def _check_failure(failure: Failure, fields: dict[str, str], code: Code, reason: str) -> None:
-    """The code, reason and details the error table (README, "Errors") asks for."""
+    """The code, reason and details the error table (README, "Errors") asks for; the gateway's
+    text in them redacted as README says."""
     assert (failure.code, failure.info.reason) == (code, reason), failure.message
     metadata = dict(failure.info.metadata)
     assert metadata.get("attempts") == "1"
     gateway_answered_error = fields.get("result") == "ERROR"
+    text = rules.redact_error(fields)
     for name, key in ERROR_METADATA.items():
-        expected = fields.get(name) if gateway_answered_error else None
+        expected = text.get(name) if gateway_answered_error else None
         assert metadata.get(key) == expected, key
     if gateway_answered_error:
         error = failure.details[gw.GatewayError]
@@ -468,12 +472,12 @@ def _check_failure(failure: Failure, fields: dict[str, str], code: Code, reason:
         assert error.validation_type == VALIDATION_TYPES.get(
             fields.get("error.validationType", ""), 0
         )
-        assert error.explanation == fields.get("error.explanation", "")
-        assert error.field == fields.get("error.field", "")
-        assert error.support_code == fields.get("error.supportCode", "")
+        assert error.explanation == text.get("error.explanation", "")
+        assert error.field == text.get("error.field", "")
+        assert error.support_code == text.get("error.supportCode", "")
     else:
         assert gw.GatewayError not in failure.details
-    culprit = fields.get("error.field", "")
+    culprit = text.get("error.field", "")
     if code == Code.INVALID_ARGUMENT and culprit:
         assert _violation(failure) == FIELD_PATHS.get(culprit, culprit)
     else:
