@@ -98,6 +98,8 @@ class UpstreamSettings:
     """Consecutive transport failures that open the circuit; 0 turns the breaker off."""
     breaker_cooldown_seconds: float = 10.0
     """How long an open circuit fails calls fast before one probe call may try the gateway."""
+    retry_after_max_seconds: float = 30.0
+    """The longest ``Retry-After`` the adapter waits for; longer advice is answered at once."""
     ca_file: str | None = None
     """A CA bundle to verify the gateway with instead of the system's."""
     client_cert_file: str | None = None
@@ -119,6 +121,7 @@ class UpstreamSettings:
             "retry_initial_backoff_seconds",
             "retry_max_backoff_seconds",
             "breaker_cooldown_seconds",
+            "retry_after_max_seconds",
         ):
             value = getattr(self, name)
             _require(0 <= value <= 3600, f"upstream.{name} must be 0 to 3600")

@@ -8,10 +8,10 @@ for an UNAVAILABLE worth retrying. The service turns it into a grpc status with 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -38,6 +38,10 @@ from adapter.schema import GATEWAY_ERROR
 
 DOMAIN = "nvp-adapter"
 DEFAULT_RETRY_DELAY_SECONDS = 1.0
+MAX_RETRY_DELAY_SECONDS = 24 * 3600.0
+"""Advice further out than a day is no advice a caller can act on; it also keeps any number a
+gateway sends inside what a protobuf Duration can hold."""
+_INTERNAL = "internal error in the adapter"
 _REASON_FORMAT = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")
 _MAX_REASON_LENGTH = 63
 _AUTH_STATUSES = frozenset({401, 403})
@@ -94,11 +98,24 @@ def rich_status(exc: BaseException, field_path: FieldPath = str) -> RichStatus:
     )
     details: list[Message] = [info, *status.details]
     if status.retry_after is not None:
-        delay = duration_pb2.Duration()
-        delay.FromTimedelta(timedelta(seconds=status.retry_after))
-        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(error_details_pb2.RetryInfo(retry_delay=_delay(status.retry_after)))
     proto = status_pb2.Status(code=status.code, message=status.message, details=_pack(details))
     return RichStatus(proto, status.reason)
+
+
+def internal_status() -> RichStatus:
+    """The least rich status: INTERNAL with its ErrorInfo, for when building one failed."""
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN)
+    proto = status_pb2.Status(code=code_pb2.INTERNAL, message=_INTERNAL, details=_pack([info]))
+    return RichStatus(proto, "INTERNAL")
+
+
+def _delay(seconds: float) -> duration_pb2.Duration:
+    if math.isnan(seconds):
+        seconds = DEFAULT_RETRY_DELAY_SECONDS
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(round(min(max(seconds, 0.0), MAX_RETRY_DELAY_SECONDS) * 1e9))
+    return delay
 
 
 def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PLR0911 (a table)
@@ -142,7 +159,9 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                 "UPSTREAM_UNAVAILABLE",
                 str(exc),
                 {"httpStatus": str(exc.http_status)},
-                retry_after=exc.retry_after or DEFAULT_RETRY_DELAY_SECONDS,
+                retry_after=(
+                    DEFAULT_RETRY_DELAY_SECONDS if exc.retry_after is None else exc.retry_after
+                ),
             )
         case UpstreamConnectionLost():
             return _Status(
@@ -154,7 +173,7 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
         case UpstreamProtocolError():
             return _Status(code_pb2.INTERNAL, "UPSTREAM_PROTOCOL_ERROR", str(exc))
         case _:
-            return _Status(code_pb2.INTERNAL, "INTERNAL", "internal error in the adapter")
+            return _Status(code_pb2.INTERNAL, "INTERNAL", _INTERNAL)
 
 
 def _gateway_status(exc: GatewayRejected, field_path: FieldPath) -> _Status:

@@ -8,8 +8,10 @@ in flight; ``interpret`` reads the gateway's raw answer into fields or one of th
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -35,6 +37,9 @@ from adapter.transport import RawReply, Transport
 log = logging.getLogger("adapter.upstream")
 
 RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
+# Nine ASCII digits (under 32 years) are more than any real advice, and few enough that no
+# arithmetic on them overflows; str.isdigit() would also take "²" and other Unicode digits.
+_DELAY_SECONDS = re.compile(r"[0-9]{1,9}")
 
 
 def interpret(reply: RawReply) -> dict[str, str]:
@@ -60,17 +65,25 @@ def interpret(reply: RawReply) -> dict[str, str]:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable."""
+    """Seconds from a ``Retry-After`` header; None if it is not usable advice.
+
+    Usable: 1 to 9 ASCII digits, or an HTTP date (a date with no zone is read as GMT, as HTTP
+    dates are; one in the past is 0). Anything else, a date that does not parse or that
+    overflows included, is no advice.
+    """
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
+    value = value.strip(" \t")
+    if _DELAY_SECONDS.fullmatch(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, seconds)
 
 
 class UpstreamClient:
@@ -98,6 +111,7 @@ class UpstreamClient:
             settings.retry_max_attempts,
             settings.retry_initial_backoff_seconds,
             settings.retry_max_backoff_seconds,
+            max_retry_after=settings.retry_after_max_seconds,
         )
         self._slots = asyncio.Semaphore(settings.max_concurrent_calls)
         self._slot_count = settings.max_concurrent_calls
