@@ -19,7 +19,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import code_pb2
 
-from adapter.errors import AdapterError, UpstreamError
+from adapter.errors import AdapterError, UpstreamError, UpstreamProtocolError
 from adapter.schema import OPERATIONS, SESSION_SERVICE, Operation
 from adapter.status import internal_status, rich_status
 from adapter.upstream import UpstreamClient
@@ -37,12 +37,17 @@ class RpcBoundary:
 
     The request arrives as bytes and is parsed here, inside the boundary, so that even a request
     grpc could not parse (a string field that is not UTF-8) is answered with a rich
-    INVALID_ARGUMENT rather than grpc's bare UNKNOWN.
+    INVALID_ARGUMENT rather than grpc's bare UNKNOWN. The response is measured here too: one that
+    grpc could not send (over ``max_message_bytes``) is a rich INTERNAL, not grpc's bare
+    RESOURCE_EXHAUSTED.
     """
 
-    def __init__(self, operation: Operation, client: UpstreamClient) -> None:
+    def __init__(
+        self, operation: Operation, client: UpstreamClient, max_message_bytes: int
+    ) -> None:
         self.operation = operation
         self._client = client
+        self._max_message_bytes = max_message_bytes
 
     async def handle(
         self, raw: bytes, context: grpc.aio.ServicerContext[bytes, Message]
@@ -85,7 +90,15 @@ class RpcBoundary:
         answer = await self._client.call(
             fields, _time_left(context), repeatable=self.operation.repeatable
         )
-        return self.operation.decode_response(answer)
+        response = self.operation.decode_response(answer.fields)
+        size = response.ByteSize()
+        if size > self._max_message_bytes:  # grpc would refuse to send it, with a bare status
+            raise UpstreamProtocolError(
+                f"the answer is {size} bytes as a gRPC message, over the server's "
+                f"{self._max_message_bytes}-byte limit",
+                attempts=answer.attempts,
+            )
+        return response
 
     def _log_unexpected(self, what: str, exc: BaseException) -> None:
         # Not log.exception: the traceback is redacted first, as a frame may hold a password.
@@ -104,14 +117,16 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def session_service(client: UpstreamClient) -> grpc.GenericRpcHandler:
+def session_service(client: UpstreamClient, *, max_message_bytes: int) -> grpc.GenericRpcHandler:
     """``mpgs.gateway.v1.SessionService``: one handler per RPC in the proto, each a boundary.
 
     The handlers come from the service descriptor, so a new RPC needs no servicer method.
+    ``max_message_bytes`` is the server's send limit: a response over it is answered INTERNAL.
     """
     handlers: dict[str, grpc.RpcMethodHandler[bytes, Message]] = {
         name: grpc.unary_unary_rpc_method_handler(
-            RpcBoundary(operation, client).handle, response_serializer=_serialize
+            RpcBoundary(operation, client, max_message_bytes).handle,
+            response_serializer=_serialize,
         )
         for name, operation in OPERATIONS.items()
     }

@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 
 from adapter import nvp
@@ -86,6 +87,14 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds)
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A successful answer's fields, and how many attempts it took."""
+
+    fields: dict[str, str]
+    attempts: int
+
+
 class UpstreamClient:
     """Sends one NVP operation for a merchant, with the adapter's own credentials.
 
@@ -93,7 +102,7 @@ class UpstreamClient:
     circuit breaker and holding one of ``max_concurrent_calls`` slots while it runs.
 
     >>> async with UpstreamClient(transport, settings, merchants) as client:  # doctest: +SKIP
-    ...     fields = await client.call({"apiOperation": "CREATE_SESSION", "merchant": "M1"})
+    ...     answer = await client.call({"apiOperation": "CREATE_SESSION", "merchant": "M1"})
     """
 
     def __init__(
@@ -144,11 +153,12 @@ class UpstreamClient:
         time_left: float | None = None,
         *,
         repeatable: bool = False,
-    ) -> dict[str, str]:
-        """POST ``fields`` plus credentials; the gateway's fields when ``result`` is not ERROR.
+    ) -> Answer:
+        """POST ``fields`` plus credentials; the gateway's answer when ``result`` is not ERROR.
 
         ``time_left`` is the caller's remaining time: it caps every attempt and every wait.
         ``repeatable`` says the operation may be sent again after the gateway turned it away.
+        Raises ``MerchantNotAllowed``, or the last attempt's ``UpstreamError``.
         """
         merchant = fields[nvp.MERCHANT]
         credentials = self._credentials.get(merchant)
@@ -160,7 +170,7 @@ class UpstreamClient:
         attempt = 1
         while True:
             try:
-                return await self._attempt(body, deadline)
+                return Answer(await self._attempt(body, deadline), attempt)
             except UpstreamError as failure:
                 failure.attempts = attempt
                 delay = self._retry.delay(failure, attempt, repeatable)

@@ -11,6 +11,15 @@ from collections.abc import Mapping
 
 REDACTED = "[REDACTED]"
 MARKER = re.compile(r"apiPassword(=|%3D)", re.IGNORECASE)
+# README, "Errors": the gateway's documented lengths, and 100 for its enum-valued fields.
+GATEWAY_TEXT_LIMITS = {
+    "error.explanation": 1000,
+    "error.field": 100,
+    "error.supportCode": 100,
+    "error.cause": 100,
+    "error.validationType": 100,
+}
+ELLIPSIS = "\N{HORIZONTAL ELLIPSIS}"
 
 
 def redact_text(text: str) -> str:
@@ -39,3 +48,18 @@ def redact_error(fields: Mapping[str, str]) -> dict[str, str]:
     if "error.explanation" in redacted and is_password_name(fields.get("error.field", "")):
         redacted["error.explanation"] = REDACTED
     return redacted
+
+
+def clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters; a clipped text ends in an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+
+
+def gateway_text(fields: Mapping[str, str]) -> dict[str, str]:
+    """The error fields of an error answer as a status carries them: redacted, then clipped."""
+    redacted = redact_error(fields)
+    return {
+        name: clip(redacted[name], limit)
+        for name, limit in GATEWAY_TEXT_LIMITS.items()
+        if name in redacted
+    }

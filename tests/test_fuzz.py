@@ -66,6 +66,7 @@ ANY_TEXT = st.text(TEXT_CHARS, max_size=300)
 MERCHANT_ID = re.compile(r"[0-9A-Za-z_-]{1,12}")
 NVP_NAME = re.compile(r"[A-Za-z0-9]+(\[[0-9]+\])?(\.[A-Za-z0-9]+(\[[0-9]+\])?)*")
 MAX_NAME_LENGTH = 100
+MAX_CORRELATION_ID_LENGTH = 100
 ADAPTER_FILLED = ("apiOperation", "apiUsername", "apiPassword")
 RESERVED_KEYS = (*ADAPTER_FILLED, "merchant", "correlationId")
 REASON_FORMAT = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")
@@ -206,8 +207,9 @@ async def test_any_request_text_is_sent_verbatim_or_refused(
 ) -> None:
     """Any text in merchant, correlation_id and extra_fields: the call either succeeds and the
     upstream saw exactly apiOperation, merchant, correlationId (if non-empty), the extra fields
-    and the credentials, each once and unchanged; or it is INVALID_ARGUMENT naming merchant or
-    extra_fields[<key>], or PERMISSION_DENIED for an unknown merchant, without an upstream call."""
+    and the credentials, each once and unchanged; or it is INVALID_ARGUMENT naming merchant,
+    correlation_id (over 100 characters) or extra_fields[<key>], or PERMISSION_DENIED for an
+    unknown merchant, without an upstream call."""
     stub, recorder = request_rig
     recorder.requests.clear()
     caplog.clear()
@@ -222,6 +224,11 @@ async def test_any_request_text_is_sent_verbatim_or_refused(
         assert isinstance(result, Failure)
         assert (result.code, result.info.reason) == (Code.INVALID_ARGUMENT, "INVALID_REQUEST")
         assert _violation(result) == "merchant"
+        assert recorder.requests == []
+    elif len(correlation_id) > MAX_CORRELATION_ID_LENGTH:
+        assert isinstance(result, Failure)
+        assert (result.code, result.info.reason) == (Code.INVALID_ARGUMENT, "INVALID_REQUEST")
+        assert _violation(result) == "correlation_id"
         assert recorder.requests == []
     elif bad_keys:
         assert isinstance(result, Failure)
@@ -456,12 +463,12 @@ def _check_response(response: pb.CreateSessionResponse, fields: dict[str, str]) 
 
 def _check_failure(failure: Failure, fields: dict[str, str], code: Code, reason: str) -> None:
     """The code, reason and details the error table (README, "Errors") asks for; the gateway's
-    text in them redacted as README says."""
+    text in them redacted and clipped as README says."""
     assert (failure.code, failure.info.reason) == (code, reason), failure.message
     metadata = dict(failure.info.metadata)
     assert metadata.get("attempts") == "1"
     gateway_answered_error = fields.get("result") == "ERROR"
-    text = rules.redact_error(fields)
+    text = rules.gateway_text(fields)
     for name, key in ERROR_METADATA.items():
         expected = text.get(name) if gateway_answered_error else None
         assert metadata.get(key) == expected, key
