@@ -300,6 +300,22 @@ async def seen(stub: Stub, request: pb.CreateSessionRequest) -> Seen:
 
 
 @PROPERTY
+@example(  # the probe: the right guess used to come back as [REDACTED]
+    OracleCase(
+        guess="5",
+        other="6",
+        correlation_id="x|5|y|6",
+        extra={},
+        http_status=400,
+        answer={
+            "result": [("text", "ERROR")],
+            "error.cause": [("text", "INVALID_REQUEST")],
+            "error.field": [("text", "correlationId")],
+            "error.explanation": [("text", "Value '"), ("caller", ""), ("text", "' is invalid")],
+        },
+        password_field=False,
+    )
+)
 @given(case=oracle_cases())
 async def test_no_output_depends_on_whether_a_guess_is_the_password(
     scripted_upstream: ScriptedUpstream, case: OracleCase

@@ -116,8 +116,8 @@ def test_the_cap_has_a_range(value: float) -> None:
 async def test_advice_over_the_cap_is_answered_at_once(
     scripted_upstream: ScriptedUpstream, start_adapter: StartAdapter
 ) -> None:
-    """Retry-After: 3600 on a call with no deadline is not waited for: the caller gets
-    UNAVAILABLE at once, after one attempt, with the advice in RetryInfo."""
+    """Retry-After: 3600 on a call with no deadline is not waited for: the caller has its
+    answer at once, after one attempt."""
     busy(scripted_upstream, "3600")
     stub = await start_adapter(make_settings(scripted_upstream.url))
     started = time.monotonic()
