@@ -35,7 +35,7 @@ log = logging.getLogger("adapter.callers")
 UNAUTHENTICATED_SERVICES = ("/grpc.health.v1.Health/",)
 """Methods under these prefixes answer without authentication: probes must reach them."""
 _BEARER = "bearer "
-_MAX_AUTHORIZATION_CHARS = 8192
+_MAX_AUTHORIZATION_CHARS = 4096  # grpc itself refuses metadata past 8 KiB
 _CERTIFICATE_PROPERTIES = ("peer_uri", "peer_dns", "x509_common_name")
 """Where grpc's auth context holds a verified client certificate's URI SANs, DNS SANs and CN."""
 

@@ -197,6 +197,8 @@ class UpstreamSettings:
     """Consecutive transport failures that open the circuit; 0 turns the breaker off."""
     breaker_cooldown_seconds: float = 10.0
     """How long an open circuit fails calls fast before one probe call may try the gateway."""
+    retry_after_max_seconds: float = 30.0
+    """The longest ``Retry-After`` the adapter waits for; longer advice is answered at once."""
     ca_file: str | None = None
     """A CA bundle to verify the gateway with instead of the system's."""
     client_cert_file: str | None = None
@@ -219,6 +221,7 @@ class UpstreamSettings:
             "retry_initial_backoff_seconds",
             "retry_max_backoff_seconds",
             "breaker_cooldown_seconds",
+            "retry_after_max_seconds",
         ):
             _bounded(f"upstream.{name}", getattr(self, name), 0, 3600)
         if self.proxy is not None:

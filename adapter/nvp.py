@@ -32,6 +32,7 @@ MERCHANT_ID = re.compile(r"[0-9A-Za-z_-]{1,12}")
 ERROR_CAUSE = "error.cause"
 ERROR_EXPLANATION = "error.explanation"
 ERROR_FIELD = "error.field"
+ERROR_SUPPORT_CODE = "error.supportCode"
 ERROR_VALIDATION_TYPE = "error.validationType"
 ADAPTER_OWNED = frozenset({API_OPERATION, API_USERNAME, API_PASSWORD})
 """Names only the adapter fills: a gateway complaint about one of them is the adapter's fault."""

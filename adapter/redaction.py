@@ -1,18 +1,88 @@
-"""Secrets that never show themselves, and the one redactor that scrubs them from text.
+"""Secrets that never show themselves, and the two ways of keeping them out of text.
+
+What reaches a caller goes through one rule that does not know any password, so that removing
+a secret can never corrupt a value nor tell a caller whether a guess was right:
+
+1. In a piece of the gateway's free text, the first ``apiPassword`` (in any case) followed by
+   ``=`` or by its percent-encoding ``%3D`` (either case of the hex digits) is kept, and
+   everything after that separator, to the end of the text, becomes ``[REDACTED]``. The end of the
+   text, not the next ``&`` or space: a raw password may itself hold either.
+2. A field named ``apiPassword`` (in any case), or whose last dotted segment is, has its whole
+   value replaced by ``[REDACTED]``.
+3. In an error answer whose ``error.field`` is so named, the whole ``error.explanation`` becomes
+   ``[REDACTED]``: an explanation about the password may quote it.
+
+The gateway's free text is every value of an error answer (``result=ERROR``), and the name and
+value of every field of a successful answer that the typed response does not model: what lands
+in ``extra_fields``. A modelled field of a successful answer (``session.id``, ``result``, the
+echoed ``correlationId``, ...) is never altered, nor is anything the caller sent.
+
+>>> scrub_free_text("Value apiPassword=p&ss w rd is invalid")
+'Value apiPassword=[REDACTED]'
+>>> scrub_field("request.apiPassword", "p&ss")
+'[REDACTED]'
+
+``Redactor`` is the other way, for log lines only: it replaces every configured password, in each
+of its spellings, wherever it occurs. It compares text with the passwords, so what it does must
+never reach a caller.
 
 >>> secret = Secret("p&ss")
 >>> secret, f"{secret}"
 (Secret('**********'), "Secret('**********')")
->>> Redactor([secret])("apiPassword=p%26ss")
-'apiPassword=[REDACTED]'
+>>> Redactor([secret])("trace: apiPassword=p%26ss")
+'trace: apiPassword=[REDACTED]'
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
+from adapter import nvp
+
+__all__ = [
+    "REDACTED",
+    "Redactor",
+    "Secret",
+    "names_password",
+    "scrub_error_answer",
+    "scrub_field",
+    "scrub_free_text",
+    "scrub_unmodelled",
+]
+
 REDACTED = "[REDACTED]"
+_PASSWORD_THEN_SEPARATOR = re.compile(re.escape(nvp.API_PASSWORD) + "(?:=|%3D)", re.IGNORECASE)
+
+
+def scrub_free_text(text: str) -> str:
+    """Rule 1: everything after the first ``apiPassword=`` or ``apiPassword%3D`` is redacted."""
+    found = _PASSWORD_THEN_SEPARATOR.search(text)
+    return text if found is None else text[: found.end()] + REDACTED
+
+
+def names_password(name: str) -> bool:
+    """Whether a field name is ``apiPassword``, in any case, alone or as its last segment."""
+    return name.rpartition(".")[2].lower() == nvp.API_PASSWORD.lower()
+
+
+def scrub_field(name: str, value: str) -> str:
+    """Rules 1 and 2 for one field of the gateway's answer."""
+    return REDACTED if names_password(name) else scrub_free_text(value)
+
+
+def scrub_unmodelled(fields: Mapping[str, str]) -> dict[str, str]:
+    """The fields of a successful answer that the response does not model, names included."""
+    return {scrub_free_text(name): scrub_field(name, value) for name, value in fields.items()}
+
+
+def scrub_error_answer(fields: Mapping[str, str]) -> dict[str, str]:
+    """Every value of an error answer, under rules 1 to 3; the names stay as they are."""
+    scrubbed = {name: scrub_field(name, value) for name, value in fields.items()}
+    if nvp.ERROR_EXPLANATION in scrubbed and names_password(fields.get(nvp.ERROR_FIELD, "")):
+        scrubbed[nvp.ERROR_EXPLANATION] = REDACTED
+    return scrubbed
 
 
 class Secret:
@@ -41,14 +111,16 @@ class Secret:
 class Redactor:
     """Replaces every secret, as written and in each form-encoded spelling, with ``[REDACTED]``.
 
-    A gateway that echoes a request back may hand the password out raw, form-encoded, or
-    percent-encoded; all three are scrubbed, longest first so no fragment is left behind.
+    For log lines only (a traceback's frames may hold a password): it looks for the passwords
+    themselves, so its output depends on them and must never be shown to a caller. Longest
+    spelling first, so that no fragment is left behind.
     """
 
     def __init__(self, secrets: Iterable[Secret]) -> None:
+        self.secrets = frozenset(secrets)
         forms = {
             form
-            for secret in secrets
+            for secret in self.secrets
             for form in (secret.reveal(), quote_plus(secret.reveal()), quote(secret.reveal(), ""))
             if form
         }

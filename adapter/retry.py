@@ -10,12 +10,16 @@ either, but it is a configuration fault: the next attempt would meet the same ce
 not retried. And the budget: attempts are bounded, and no wait runs past the caller's deadline.
 
 Delays grow exponentially with full jitter, and are never shorter than the gateway's
-``Retry-After``.
+``Retry-After``; advice longer than ``max_retry_after`` is not waited for: the failure is final
+(the caller gets the advice in its RetryInfo and decides), so a gateway cannot hold a call for as
+long as it likes. No wait runs past the caller's deadline either (``upstream.UpstreamClient``).
 
 >>> policy = RetryPolicy(max_attempts=3, initial_backoff=0.1, max_backoff=2.0)
 >>> policy.delay(UpstreamUnavailable("refused"), attempt=1, repeatable=False) <= 0.1
 True
 >>> policy.delay(UpstreamUnavailable("refused"), attempt=3, repeatable=False) is None
+True
+>>> policy.delay(UpstreamOverloaded(503, retry_after=3600.0), attempt=1, repeatable=True) is None
 True
 """
 
@@ -39,11 +43,16 @@ NOT_PROCESSED_HTTP_STATUSES = frozenset({429, 503})
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounds and backoff for one call's attempts; ``max_attempts`` 1 means no retries."""
+    """Bounds and backoff for one call's attempts; ``max_attempts`` 1 means no retries.
+
+    ``max_retry_after`` is the longest ``Retry-After`` advice that is waited for (the setting
+    ``upstream.retry_after_max_seconds``).
+    """
 
     max_attempts: int
     initial_backoff: float
     max_backoff: float
+    max_retry_after: float = 30.0
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def delay(self, failure: UpstreamError, attempt: int, repeatable: bool) -> float | None:
@@ -51,7 +60,7 @@ class RetryPolicy:
         if attempt >= self.max_attempts:
             return None
         advice = _retry_advice(failure, repeatable)
-        if advice is None:
+        if advice is None or advice > self.max_retry_after:
             return None
         ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
         return max(self.rng.uniform(0, ceiling), advice)
@@ -71,5 +80,5 @@ def _retry_advice(failure: UpstreamError, repeatable: bool) -> float | None:
         isinstance(failure, UpstreamOverloaded)
         and failure.http_status in NOT_PROCESSED_HTTP_STATUSES
     ):
-        return failure.retry_after or 0.0
+        return 0.0 if failure.retry_after is None else failure.retry_after
     return None

@@ -32,11 +32,22 @@ from adapter._proto.mpgs.gateway.v1 import (
     session_service_pb2,
 )
 from adapter.errors import RequestInvalid
+from adapter.redaction import scrub_unmodelled
 
 EXTRA_FIELDS = "extra_fields"
 """The map field, in requests and responses, that carries NVP fields the proto does not model."""
 
 MAX_NAME_LENGTH = 100
+# A request is refused before it is sent when its answer might not fit back through gRPC: the
+# gateway echoes what it is sent, so a request that is accepted upstream and then cannot be
+# answered would leave the caller not knowing that a session exists. The gateway documents
+# correlationId as at most 100 characters; the bounds on extra_fields keep a request (and so its
+# echo) near 100 * (100 + 1024) characters, a few hundred KB at most even in 4-byte UTF-8,
+# far inside gRPC's default 4 MiB, while leaving room for any field MPGS defines.
+MAX_VALUE_LENGTHS: Mapping[str, int] = MappingProxyType({"correlationId": 100})
+"""Per NVP name of a modelled request field: the most characters its value may hold."""
+MAX_EXTRA_FIELDS = 100
+MAX_EXTRA_VALUE_LENGTH = 1024
 _NVP_NAME = re.compile(r"[A-Za-z0-9]+(\[[0-9]+\])?(\.[A-Za-z0-9]+(\[[0-9]+\])?)*")
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -176,10 +187,13 @@ class Operation:
             raise RequestInvalid("", f"not a valid {self.request.descriptor.name}: {exc}") from None
 
     def encode_request(self, message: Message) -> dict[str, str]:
-        """The NVP fields for a request (credentials aside), after checking ``extra_fields``.
+        """The NVP fields for a request (credentials aside), after checking every value.
 
-        Raises ``RequestInvalid`` for a malformed merchant, and naming ``extra_fields[<key>]``
-        for a key that is not an NVP name or that the adapter or a modelled field owns.
+        Raises ``RequestInvalid`` for a malformed merchant, a value over its length in
+        ``MAX_VALUE_LENGTHS``, more than ``MAX_EXTRA_FIELDS`` extra fields (naming
+        ``extra_fields``), and naming ``extra_fields[<key>]`` for a key that is not an NVP name,
+        that the adapter or a modelled field owns, or whose value is over
+        ``MAX_EXTRA_VALUE_LENGTH`` characters.
         """
         fields = {nvp.API_OPERATION: self.api_operation, **self.request.render(message)}
         if not nvp.MERCHANT_ID.fullmatch(fields.get(nvp.MERCHANT, "")):
@@ -187,15 +201,32 @@ class Operation:
                 self.request.proto_path(nvp.MERCHANT) or nvp.MERCHANT,
                 "required: 1 to 12 characters of 0-9 a-z A-Z - _",
             )
+        for name, limit in MAX_VALUE_LENGTHS.items():
+            if len(fields.get(name, "")) > limit:
+                raise RequestInvalid(
+                    self.request.proto_path(name) or name, f"at most {limit} characters"
+                )
         if self.request.has_extra_fields:
-            for key, value in getattr(message, EXTRA_FIELDS).items():
+            extra = getattr(message, EXTRA_FIELDS)
+            if len(extra) > MAX_EXTRA_FIELDS:
+                raise RequestInvalid(EXTRA_FIELDS, f"at most {MAX_EXTRA_FIELDS} entries")
+            for key, value in extra.items():
                 check_extra_key(key, self.reserved)
+                check_extra_value(key, value)
                 fields[key] = value
         return fields
 
     def decode_response(self, fields: Mapping[str, str]) -> Message:
-        """The typed response for a successful NVP answer."""
-        message, _ = self.response.parse(fields)
+        """The typed response for a successful NVP answer.
+
+        Modelled fields are set exactly as the gateway sent them; what lands in ``extra_fields``
+        is the gateway's free text, scrubbed of an echoed ``apiPassword`` (``adapter.redaction``).
+        """
+        message, leftovers = self.response.parse(fields)
+        if self.response.has_extra_fields:
+            extra = getattr(message, EXTRA_FIELDS)
+            extra.clear()
+            extra.update(scrub_unmodelled(leftovers))
         return message
 
     def field_path(self, nvp_name: str, request: Message | None) -> str:
@@ -229,6 +260,14 @@ def check_extra_key(key: str, reserved: frozenset[str]) -> None:
         )
     if key in reserved:
         raise RequestInvalid(where, f"{key!r} is set by the adapter or by a modelled field")
+
+
+def check_extra_value(key: str, value: str) -> None:
+    """Refuse an ``extra_fields`` value over ``MAX_EXTRA_VALUE_LENGTH`` characters."""
+    if len(value) > MAX_EXTRA_VALUE_LENGTH:
+        raise RequestInvalid(
+            f"{EXTRA_FIELDS}[{key}]", f"at most {MAX_EXTRA_VALUE_LENGTH} characters"
+        )
 
 
 SESSION_SERVICE = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"]

@@ -155,7 +155,9 @@ class AdapterServer:
             self.settings.merchants,
             on_circuit_change=self._circuit_health,
         )
-        server.add_generic_rpc_handlers((session_service(self._client),))
+        server.add_generic_rpc_handlers(
+            (session_service(self._client, max_message_bytes=server_settings.max_message_bytes),)
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         await server.start()

@@ -2,7 +2,10 @@
 
 Every RPC goes through ``RpcBoundary``: an ``AdapterError`` becomes its rich status
 (``status.rich_status``), anything unexpected is logged once with its traceback and answered
-INTERNAL with a generic message, and each failure is logged as exactly one line.
+INTERNAL with a generic message, and each failure is logged as exactly one line. Everything that
+builds the answer runs inside the boundary's ``try``; should building the rich status itself
+fail, the caller still gets a minimal rich INTERNAL (``status.internal_status``), never a bare
+status.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ from google.rpc import code_pb2
 
 from adapter import nvp
 from adapter.callers import current_caller
-from adapter.errors import AdapterError, MerchantNotAllowed, UpstreamError
+from adapter.errors import AdapterError, MerchantNotAllowed, UpstreamError, UpstreamProtocolError
 from adapter.schema import OPERATIONS, SESSION_SERVICE, Operation
-from adapter.status import rich_status
+from adapter.status import internal_status, rich_status
 from adapter.upstream import UpstreamClient
 
 log = logging.getLogger("adapter.rpc")
 
 DEADLINE_MARGIN_SECONDS = 0.05
 """Kept back from the caller's deadline so the adapter's own answer reaches the caller first."""
+_LAST_RESORT = internal_status().to_grpc()
+"""Built once, at import: the answer when building the rich status fails."""
 
 
 class RpcBoundary:
@@ -34,45 +39,74 @@ class RpcBoundary:
 
     The request arrives as bytes and is parsed here, inside the boundary, so that even a request
     grpc could not parse (a string field that is not UTF-8) is answered with a rich
-    INVALID_ARGUMENT rather than grpc's bare UNKNOWN.
+    INVALID_ARGUMENT rather than grpc's bare UNKNOWN. The response is measured here too: one that
+    grpc could not send (over ``max_message_bytes``) is a rich INTERNAL, not grpc's bare
+    RESOURCE_EXHAUSTED.
     """
 
-    def __init__(self, operation: Operation, client: UpstreamClient) -> None:
+    def __init__(
+        self, operation: Operation, client: UpstreamClient, max_message_bytes: int
+    ) -> None:
         self.operation = operation
         self._client = client
+        self._max_message_bytes = max_message_bytes
 
     async def handle(
         self, raw: bytes, context: grpc.aio.ServicerContext[bytes, Message]
     ) -> Message:
         started = time.perf_counter()
-        request: Message | None = None
         try:
-            request = self.operation.parse_request(raw)
-            fields = self.operation.encode_request(request)
-            _authorize(fields[nvp.MERCHANT])
-            answer = await self._client.call(
-                fields, _time_left(context), repeatable=self.operation.repeatable
+            request: Message | None = None
+            try:
+                request = self.operation.parse_request(raw)
+                response = await self._respond(request, context)
+            except AdapterError as exc:
+                failure: Exception = exc
+            except Exception as exc:  # noqa: BLE001 (the boundary: nothing escapes as a bare UNKNOWN)
+                self._log_unexpected("unexpected error", exc)
+                failure = exc
+            else:
+                return response
+            status = rich_status(failure, partial(self.operation.field_path, request=request))
+            answer_status = status.to_grpc()
+            log.warning(
+                "rpc=%s code=%s reason=%s attempts=%s ms=%.1f message=%r",
+                self.operation.rpc_name,
+                code_pb2.Code.Name(status.proto.code),
+                status.reason,
+                failure.attempts if isinstance(failure, UpstreamError) else 0,
+                (time.perf_counter() - started) * 1000,
+                self._client.redact(status.proto.message),
             )
-            return self.operation.decode_response(answer)
-        except AdapterError as exc:
-            failure: Exception = exc
-        except Exception as exc:  # noqa: BLE001 (the boundary: nothing escapes as a bare UNKNOWN)
-            # Not log.exception: the traceback is redacted first, as a frame may hold a password.
-            trace = self._client.redact("".join(traceback.format_exception(exc)))
-            log.error("rpc=%s unexpected error\n%s", self.operation.rpc_name, trace)  # noqa: TRY400
-            failure = exc
-        status = rich_status(failure, partial(self.operation.field_path, request=request))
-        log.warning(
-            "rpc=%s code=%s reason=%s attempts=%s ms=%.1f message=%r",
-            self.operation.rpc_name,
-            code_pb2.Code.Name(status.proto.code),
-            status.reason,
-            failure.attempts if isinstance(failure, UpstreamError) else 0,
-            (time.perf_counter() - started) * 1000,
-            status.proto.message,
-        )
-        await context.abort_with_status(status.to_grpc())
+        except Exception as exc:  # noqa: BLE001 (building the answer failed: answer the least one)
+            self._log_unexpected("cannot build the error answer", exc)
+            answer_status = _LAST_RESORT
+        await context.abort_with_status(answer_status)
         raise AssertionError("unreachable: abort_with_status raises")  # pragma: no cover
+
+    async def _respond(
+        self, request: Message, context: grpc.aio.ServicerContext[bytes, Message]
+    ) -> Message:
+        """The response to a parsed request; raises the adapter's errors."""
+        fields = self.operation.encode_request(request)
+        _authorize(fields[nvp.MERCHANT])
+        answer = await self._client.call(
+            fields, _time_left(context), repeatable=self.operation.repeatable
+        )
+        response = self.operation.decode_response(answer.fields)
+        size = response.ByteSize()
+        if size > self._max_message_bytes:  # grpc would refuse to send it, with a bare status
+            raise UpstreamProtocolError(
+                f"the answer is {size} bytes as a gRPC message, over the server's "
+                f"{self._max_message_bytes}-byte limit",
+                attempts=answer.attempts,
+            )
+        return response
+
+    def _log_unexpected(self, what: str, exc: BaseException) -> None:
+        # Not log.exception: the traceback is redacted first, as a frame may hold a password.
+        trace = self._client.redact("".join(traceback.format_exception(exc)))
+        log.error("rpc=%s %s\n%s", self.operation.rpc_name, what, trace)
 
 
 def _authorize(merchant: str) -> None:
@@ -93,14 +127,16 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def session_service(client: UpstreamClient) -> grpc.GenericRpcHandler:
+def session_service(client: UpstreamClient, *, max_message_bytes: int) -> grpc.GenericRpcHandler:
     """``mpgs.gateway.v1.SessionService``: one handler per RPC in the proto, each a boundary.
 
     The handlers come from the service descriptor, so a new RPC needs no servicer method.
+    ``max_message_bytes`` is the server's send limit: a response over it is answered INTERNAL.
     """
     handlers: dict[str, grpc.RpcMethodHandler[bytes, Message]] = {
         name: grpc.unary_unary_rpc_method_handler(
-            RpcBoundary(operation, client).handle, response_serializer=_serialize
+            RpcBoundary(operation, client, max_message_bytes).handle,
+            response_serializer=_serialize,
         )
         for name, operation in OPERATIONS.items()
     }

@@ -4,14 +4,22 @@
 ``ErrorInfo`` (domain ``nvp-adapter``); a ``GatewayError`` when the gateway answered
 ``result=ERROR``; a ``BadRequest`` for an INVALID_ARGUMENT that names a field; a ``RetryInfo``
 for an UNAVAILABLE worth retrying. The service turns it into a grpc status with grpcio-status.
+
+Everything in a status is bounded, because grpc sends it as trailers and a client refuses
+trailers over its metadata limit (8 KiB by default) with a bare RESOURCE_EXHAUSTED: the gateway's
+text is clipped to the lengths the gateway documents (``MAX_GATEWAY_TEXT``), and a status that
+would still be over ``TRAILER_BUDGET_BYTES`` (text far from ASCII, a caller's huge key) is clipped
+further, the message and the repeats of the explanation first (``_fit``). RetryInfo advice is at
+most ``MAX_RETRY_DELAY_SECONDS``.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from types import MappingProxyType
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -20,6 +28,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from adapter import nvp
+from adapter._proto.mpgs.gateway.v1.gateway_error_pb2 import GatewayError
 from adapter.errors import (
     AdapterOverloaded,
     CallerUnauthenticated,
@@ -35,10 +44,31 @@ from adapter.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from adapter.redaction import scrub_free_text
 from adapter.schema import GATEWAY_ERROR
 
 DOMAIN = "nvp-adapter"
 DEFAULT_RETRY_DELAY_SECONDS = 1.0
+MAX_RETRY_DELAY_SECONDS = 24 * 3600.0
+"""Advice further out than a day is no advice a caller can act on; it also keeps any number a
+gateway sends inside what a protobuf Duration can hold."""
+MAX_GATEWAY_TEXT: Mapping[str, int] = MappingProxyType(
+    {
+        nvp.ERROR_EXPLANATION: 1000,  # the lengths the gateway documents for its error fields
+        nvp.ERROR_FIELD: 100,
+        nvp.ERROR_SUPPORT_CODE: 100,
+        nvp.ERROR_CAUSE: 100,  # enums in the gateway's documentation: 100, as its short fields
+        nvp.ERROR_VALIDATION_TYPE: 100,
+    }
+)
+"""The most characters of each of the gateway's error fields that go into a status."""
+TRAILER_BUDGET_BYTES = 6 * 1024
+"""What a status may take on the wire: its message percent-encoded (grpc-message) plus the whole
+serialized status (grpc-status-details-bin, the message in it again), under grpc's default 8 KiB
+client limit with room for the other trailers."""
+ELLIPSIS = "\N{HORIZONTAL ELLIPSIS}"
+"""Ends a text that was clipped, in place of its last character, so the length stays in bound."""
+_INTERNAL = "internal error in the adapter"
 _REASON_FORMAT = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")
 _MAX_REASON_LENGTH = 63
 _AUTH_STATUSES = frozenset({401, 403})
@@ -88,16 +118,91 @@ def rich_status(exc: BaseException, field_path: FieldPath = str) -> RichStatus:
     status = _classify(exc, field_path)
     if isinstance(exc, UpstreamError):
         status.metadata["attempts"] = str(exc.attempts)
-    info = error_details_pb2.ErrorInfo(
-        reason=status.reason, domain=DOMAIN, metadata=status.metadata
-    )
-    details: list[Message] = [info, *status.details]
+        # A message about the gateway may quote its bytes (aiohttp's parse errors do): free text.
+        status.message = scrub_free_text(status.message)
     if status.retry_after is not None:
-        delay = duration_pb2.Duration()
-        delay.FromTimedelta(timedelta(seconds=status.retry_after))
-        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
-    proto = status_pb2.Status(code=status.code, message=status.message, details=_pack(details))
-    return RichStatus(proto, status.reason)
+        status.details.append(error_details_pb2.RetryInfo(retry_delay=_delay(status.retry_after)))
+    return RichStatus(_fit(status), status.reason)
+
+
+def internal_status() -> RichStatus:
+    """The least rich status: INTERNAL with its ErrorInfo, for when building one failed."""
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN)
+    proto = status_pb2.Status(code=code_pb2.INTERNAL, message=_INTERNAL, details=_pack([info]))
+    return RichStatus(proto, "INTERNAL")
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters; else its start, ending in an ellipsis."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + ELLIPSIS if limit > 0 else ""
+
+
+def _delay(seconds: float) -> duration_pb2.Duration:
+    if math.isnan(seconds):
+        seconds = DEFAULT_RETRY_DELAY_SECONDS
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(round(min(max(seconds, 0.0), MAX_RETRY_DELAY_SECONDS) * 1e9))
+    return delay
+
+
+# (message and repeated explanation, every other text): the clip limits tried in turn until
+# the status fits TRAILER_BUDGET_BYTES. None: no further clipping. The last step always fits:
+# a dozen texts of 16 characters are under 1 KiB in any encoding.
+_FIT_STEPS: tuple[tuple[int | None, int | None], ...] = (
+    (None, None),
+    (256, None),
+    (64, None),
+    (64, 256),
+    (64, 64),
+    (16, 16),
+)
+
+
+def _fit(status: _Status) -> status_pb2.Status:
+    """The status as a ``google.rpc.Status`` that fits ``TRAILER_BUDGET_BYTES`` on the wire."""
+    for echo, other in _FIT_STEPS:
+        proto = _assemble(status, echo, other)
+        if _wire_bytes(proto) <= TRAILER_BUDGET_BYTES:
+            break
+    return proto
+
+
+def _assemble(status: _Status, echo: int | None, other: int | None) -> status_pb2.Status:
+    """The status with its message and repeated explanations clipped to ``echo`` characters and
+    every other text to ``other`` (None: as it is); the reason and the enums stay whole."""
+    metadata = {key: _cut(value, other) for key, value in status.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=status.reason, domain=DOMAIN, metadata=metadata)
+    details = [info, *(_clipped(detail, echo, other) for detail in status.details)]
+    message = _cut(_cut(status.message, echo), other)
+    return status_pb2.Status(code=status.code, message=message, details=_pack(details))
+
+
+def _clipped(detail: Message, echo: int | None, other: int | None) -> Message:
+    copy = type(detail)()
+    copy.CopyFrom(detail)
+    if isinstance(copy, error_details_pb2.BadRequest):
+        for violation in copy.field_violations:
+            violation.field = _cut(violation.field, other)
+            violation.description = _cut(_cut(violation.description, echo), other)
+    elif isinstance(copy, GatewayError):
+        copy.explanation = _cut(copy.explanation, other)
+        copy.field = _cut(copy.field, other)
+        copy.support_code = _cut(copy.support_code, other)
+    return copy
+
+
+def _cut(text: str, limit: int | None) -> str:
+    return text if limit is None else clip(text, limit)
+
+
+def _wire_bytes(proto: status_pb2.Status) -> int:
+    """The status's size in trailers: grpc percent-encodes the message outside printable ASCII
+    (and ``%``) into grpc-message, and sends the whole status again in grpc-status-details-bin."""
+    message = proto.message.encode("utf-8")
+    escaped = sum(1 if 0x20 <= byte <= 0x7E and byte != 0x25 else 3 for byte in message)
+    return escaped + int(proto.ByteSize())
 
 
 def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PLR0911, PLR0912 (a table)
@@ -151,7 +256,9 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                 "UPSTREAM_UNAVAILABLE",
                 str(exc),
                 {"httpStatus": str(exc.http_status)},
-                retry_after=exc.retry_after or DEFAULT_RETRY_DELAY_SECONDS,
+                retry_after=(
+                    DEFAULT_RETRY_DELAY_SECONDS if exc.retry_after is None else exc.retry_after
+                ),
             )
         case UpstreamConnectionLost():
             return _Status(
@@ -163,21 +270,28 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
         case UpstreamProtocolError():
             return _Status(code_pb2.INTERNAL, "UPSTREAM_PROTOCOL_ERROR", str(exc))
         case _:
-            return _Status(code_pb2.INTERNAL, "INTERNAL", "internal error in the adapter")
+            return _Status(code_pb2.INTERNAL, "INTERNAL", _INTERNAL)
 
 
 def _gateway_status(exc: GatewayRejected, field_path: FieldPath) -> _Status:
-    gateway_error, _ = GATEWAY_ERROR.parse(exc.fields)
-    metadata = {
-        key: exc.fields[name] for name, key in _METADATA_NAMES.items() if name in exc.fields
+    # exc.fields are already scrubbed of an echoed password (upstream.interpret); here they
+    # are only bounded, each to the length the gateway documents for it.
+    fields = {
+        name: clip(exc.fields[name], n)
+        for name, n in MAX_GATEWAY_TEXT.items()
+        if name in exc.fields
     }
+    gateway_error, _ = GATEWAY_ERROR.parse(fields)
+    metadata = {key: fields[name] for name, key in _METADATA_NAMES.items() if name in fields}
     details: list[Message] = [gateway_error]
-    cause, culprit = exc.cause, exc.field
+    cause = fields.get(nvp.ERROR_CAUSE, "")
+    culprit = fields.get(nvp.ERROR_FIELD, "")
+    explanation = fields.get(nvp.ERROR_EXPLANATION, "")
     message = f"gateway answered {cause or 'an error with no cause'}"
     if culprit:
         message += f" on field {culprit}"
-    if exc.explanation:
-        message += f": {exc.explanation}"
+    if explanation:
+        message += f": {explanation}"
 
     if exc.http_status in _AUTH_STATUSES:
         code, reason = code_pb2.INTERNAL, "UPSTREAM_AUTHENTICATION_FAILED"
@@ -187,7 +301,7 @@ def _gateway_status(exc: GatewayRejected, field_path: FieldPath) -> _Status:
     elif cause == "INVALID_REQUEST":
         code, reason = code_pb2.INVALID_ARGUMENT, "INVALID_REQUEST"
         if culprit:
-            details.append(_bad_request(field_path(culprit), exc.explanation or message))
+            details.append(_bad_request(field_path(culprit), explanation or message))
     elif cause in _GATEWAY_CAUSES:
         code, reason = _GATEWAY_CAUSES[cause]
     else:

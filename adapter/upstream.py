@@ -8,11 +8,13 @@ in flight; ``interpret`` reads the gateway's raw answer into fields or one of th
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import TracebackType
 
 from adapter import nvp
@@ -29,25 +31,28 @@ from adapter.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from adapter.redaction import Redactor, Secret
+from adapter.redaction import Redactor, Secret, scrub_error_answer
 from adapter.retry import RetryPolicy
 from adapter.transport import RawReply, Transport
 
 log = logging.getLogger("adapter.upstream")
 
 RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
+# Nine ASCII digits (under 32 years) are more than any real advice, and few enough that no
+# arithmetic on them overflows; str.isdigit() would also take "²" and other Unicode digits.
+_DELAY_SECONDS = re.compile(r"[0-9]{1,9}")
 
 
-def interpret(reply: RawReply, redact: Callable[[str], str] = str) -> dict[str, str]:
+def interpret(reply: RawReply) -> dict[str, str]:
     """The gateway's fields for a successful answer; raise for every other kind of answer.
 
-    Every name and value passes through ``redact`` first: a gateway that echoes the request
-    must not hand the password to the caller or to a log line.
+    An error answer is all free text: its values go through ``scrub_error_answer`` before they
+    are held in an exception, so no status, log line or repr can carry an echoed password.
+    A successful answer is returned as sent: what it does not model is scrubbed where the
+    response is built (``schema.Operation.decode_response``).
     """
     try:
-        fields: dict[str, str] | None = {
-            redact(name): redact(value) for name, value in nvp.decode(reply.body).items()
-        }
+        fields: dict[str, str] | None = nvp.decode(reply.body)
         problem = "no result field"
     except nvp.NvpDecodeError as exc:
         fields, problem = None, f"not valid NVP ({exc})"
@@ -56,22 +61,38 @@ def interpret(reply: RawReply, redact: Callable[[str], str] = str) -> dict[str, 
             raise UpstreamOverloaded(reply.status, retry_after=parse_retry_after(reply.retry_after))
         raise UpstreamProtocolError(f"HTTP {reply.status}, {problem}", http_status=reply.status)
     if fields[nvp.RESULT] == nvp.RESULT_ERROR:
-        raise GatewayRejected(reply.status, fields)
+        raise GatewayRejected(reply.status, scrub_error_answer(fields))
     return fields
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable."""
+    """Seconds from a ``Retry-After`` header; None if it is not usable advice.
+
+    Usable: 1 to 9 ASCII digits, or an HTTP date (a date with no zone is read as GMT, as HTTP
+    dates are; one in the past is 0). Anything else, a date that does not parse or that
+    overflows included, is no advice.
+    """
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
+    value = value.strip(" \t")
+    if _DELAY_SECONDS.fullmatch(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A successful answer's fields, and how many attempts it took."""
+
+    fields: dict[str, str]
+    attempts: int
 
 
 class UpstreamClient:
@@ -81,7 +102,7 @@ class UpstreamClient:
     circuit breaker and holding one of ``max_concurrent_calls`` slots while it runs.
 
     >>> async with UpstreamClient(transport, settings, merchants) as client:  # doctest: +SKIP
-    ...     fields = await client.call({"apiOperation": "CREATE_SESSION", "merchant": "M1"})
+    ...     answer = await client.call({"apiOperation": "CREATE_SESSION", "merchant": "M1"})
     """
 
     def __init__(
@@ -99,6 +120,7 @@ class UpstreamClient:
             settings.retry_max_attempts,
             settings.retry_initial_backoff_seconds,
             settings.retry_max_backoff_seconds,
+            max_retry_after=settings.retry_after_max_seconds,
         )
         self._slots = asyncio.Semaphore(settings.max_concurrent_calls)
         self._slot_count = settings.max_concurrent_calls
@@ -108,22 +130,15 @@ class UpstreamClient:
             settings.breaker_cooldown_seconds,
             on_change=on_circuit_change,
         )
-        self._redactors = {
-            merchant: Redactor([c.password] if c.password is not None else [])
-            for merchant, c in merchants.items()
-        }
-        """Per merchant: an echo in a reply can only hold the password this call sent."""
         self.redact = Redactor(c.password for c in merchants.values() if c.password is not None)
-        """Scrubs every configured password from text that may hold any of them: tracebacks."""
+        """Scrubs every configured password from log lines; never from what a caller sees."""
 
     def replace_password(self, merchant: str, password: Secret) -> None:
         """Rotation: the next calls for ``merchant`` send this password."""
-        credentials = replace(self._credentials[merchant], password=password)
-        self._credentials[merchant] = credentials
-        self._redactors[merchant] = Redactor([password])
-        self.redact = Redactor(
-            c.password for c in self._credentials.values() if c.password is not None
-        )
+        old = self._credentials[merchant].password
+        self._credentials[merchant] = replace(self._credentials[merchant], password=password)
+        # A log line of a call still in flight may hold the old password: scrub both.
+        self.redact = Redactor([*self.redact.secrets, *filter(None, [old]), password])
 
     async def __aenter__(self) -> UpstreamClient:
         return self
@@ -145,24 +160,24 @@ class UpstreamClient:
         time_left: float | None = None,
         *,
         repeatable: bool = False,
-    ) -> dict[str, str]:
-        """POST ``fields`` plus credentials; the gateway's fields when ``result`` is not ERROR.
+    ) -> Answer:
+        """POST ``fields`` plus credentials; the gateway's answer when ``result`` is not ERROR.
 
         ``time_left`` is the caller's remaining time: it caps every attempt and every wait.
         ``repeatable`` says the operation may be sent again after the gateway turned it away.
+        Raises ``MerchantNotAllowed``, or the last attempt's ``UpstreamError``.
         """
         merchant = fields[nvp.MERCHANT]
         credentials = self._credentials.get(merchant)
         if credentials is None:
             raise MerchantNotAllowed(merchant)
         body = nvp.encode({**fields, **_credential_fields(merchant, credentials)})
-        redact = self._redactors[merchant]
         loop = asyncio.get_running_loop()
         deadline = None if time_left is None else loop.time() + time_left
         attempt = 1
         while True:
             try:
-                return await self._attempt(body, deadline, redact)
+                return Answer(await self._attempt(body, deadline), attempt)
             except UpstreamError as failure:
                 failure.attempts = attempt
                 delay = self._retry.delay(failure, attempt, repeatable)
@@ -172,9 +187,7 @@ class UpstreamClient:
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _attempt(
-        self, body: bytes, deadline: float | None, redact: Redactor
-    ) -> dict[str, str]:
+    async def _attempt(self, body: bytes, deadline: float | None) -> dict[str, str]:
         """One attempt: a breaker admission, a slot, one HTTP exchange and its meaning."""
         loop = asyncio.get_running_loop()
         if deadline is not None and deadline <= loop.time():
@@ -190,7 +203,7 @@ class UpstreamClient:
                 reply = await self._transport.post(body, budget)
             finally:
                 self._slots.release()
-            fields = interpret(reply, redact)
+            fields = interpret(reply)
         except _TRANSPORT_FAILURES:
             outcome = self.breaker.failed
             raise

@@ -96,7 +96,7 @@ async def test_a_known_token_is_let_through(
         bearer(TOKEN + "x"),
         (("authorization", f"Basic {TOKEN}"),),
         (("authorization", TOKEN),),
-        (("authorization", "Bearer " + "x" * 9000),),
+        (("authorization", "Bearer " + "x" * 5000),),
     ],
     ids=["none", "unknown", "longer", "basic scheme", "no scheme", "oversized"],
 )

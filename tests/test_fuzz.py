@@ -31,6 +31,7 @@ from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.app import build_server
 from adapter.config import UpstreamSettings
+from tests import rules
 from tests.conftest import (
     DETAIL_TYPES,
     MERCHANT,
@@ -65,6 +66,7 @@ ANY_TEXT = st.text(TEXT_CHARS, max_size=300)
 MERCHANT_ID = re.compile(r"[0-9A-Za-z_-]{1,12}")
 NVP_NAME = re.compile(r"[A-Za-z0-9]+(\[[0-9]+\])?(\.[A-Za-z0-9]+(\[[0-9]+\])?)*")
 MAX_NAME_LENGTH = 100
+MAX_CORRELATION_ID_LENGTH = 100
 ADAPTER_FILLED = ("apiOperation", "apiUsername", "apiPassword")
 RESERVED_KEYS = (*ADAPTER_FILLED, "merchant", "correlationId")
 REASON_FORMAT = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")
@@ -205,8 +207,9 @@ async def test_any_request_text_is_sent_verbatim_or_refused(
 ) -> None:
     """Any text in merchant, correlation_id and extra_fields: the call either succeeds and the
     upstream saw exactly apiOperation, merchant, correlationId (if non-empty), the extra fields
-    and the credentials, each once and unchanged; or it is INVALID_ARGUMENT naming merchant or
-    extra_fields[<key>], or PERMISSION_DENIED for an unknown merchant, without an upstream call."""
+    and the credentials, each once and unchanged; or it is INVALID_ARGUMENT naming merchant,
+    correlation_id (over 100 characters) or extra_fields[<key>], or PERMISSION_DENIED for an
+    unknown merchant, without an upstream call."""
     stub, recorder = request_rig
     recorder.requests.clear()
     caplog.clear()
@@ -221,6 +224,11 @@ async def test_any_request_text_is_sent_verbatim_or_refused(
         assert isinstance(result, Failure)
         assert (result.code, result.info.reason) == (Code.INVALID_ARGUMENT, "INVALID_REQUEST")
         assert _violation(result) == "merchant"
+        assert recorder.requests == []
+    elif len(correlation_id) > MAX_CORRELATION_ID_LENGTH:
+        assert isinstance(result, Failure)
+        assert (result.code, result.info.reason) == (Code.INVALID_ARGUMENT, "INVALID_REQUEST")
+        assert _violation(result) == "correlation_id"
         assert recorder.requests == []
     elif bad_keys:
         assert isinstance(result, Failure)
@@ -435,12 +443,13 @@ def _expected_code(fields: dict[str, str], http_status: int) -> tuple[Code, str]
 
 
 def _check_response(response: pb.CreateSessionResponse, fields: dict[str, str]) -> None:
-    """Modelled names land in their fields, everything else (and unknown enum text) in
-    extra_fields, verbatim."""
+    """Modelled names land in their fields verbatim, everything else (and unknown enum text) in
+    extra_fields, verbatim but for an echoed apiPassword (README, "Errors")."""
     extra = {name: value for name, value in fields.items() if name not in MODELLED_NAMES}
     for name, table in (("result", RESULTS), ("session.updateStatus", UPDATE_STATUSES)):
         if name in fields and fields[name] not in table:
             extra[name] = fields[name]
+    extra = rules.redact_unmodelled(extra)
     assert response.merchant == fields.get("merchant", "")
     assert response.correlation_id == fields.get("correlationId", "")
     assert response.result == RESULTS.get(fields.get("result", ""), pb.RESULT_UNSPECIFIED)
@@ -453,13 +462,15 @@ def _check_response(response: pb.CreateSessionResponse, fields: dict[str, str]) 
 
 
 def _check_failure(failure: Failure, fields: dict[str, str], code: Code, reason: str) -> None:
-    """The code, reason and details the error table (README, "Errors") asks for."""
+    """The code, reason and details the error table (README, "Errors") asks for; the gateway's
+    text in them redacted and clipped as README says."""
     assert (failure.code, failure.info.reason) == (code, reason), failure.message
     metadata = dict(failure.info.metadata)
     assert metadata.get("attempts") == "1"
     gateway_answered_error = fields.get("result") == "ERROR"
+    text = rules.gateway_text(fields)
     for name, key in ERROR_METADATA.items():
-        expected = fields.get(name) if gateway_answered_error else None
+        expected = text.get(name) if gateway_answered_error else None
         assert metadata.get(key) == expected, key
     if gateway_answered_error:
         error = failure.details[gw.GatewayError]
@@ -468,12 +479,12 @@ def _check_failure(failure: Failure, fields: dict[str, str], code: Code, reason:
         assert error.validation_type == VALIDATION_TYPES.get(
             fields.get("error.validationType", ""), 0
         )
-        assert error.explanation == fields.get("error.explanation", "")
-        assert error.field == fields.get("error.field", "")
-        assert error.support_code == fields.get("error.supportCode", "")
+        assert error.explanation == text.get("error.explanation", "")
+        assert error.field == text.get("error.field", "")
+        assert error.support_code == text.get("error.supportCode", "")
     else:
         assert gw.GatewayError not in failure.details
-    culprit = fields.get("error.field", "")
+    culprit = text.get("error.field", "")
     if code == Code.INVALID_ARGUMENT and culprit:
         assert _violation(failure) == FIELD_PATHS.get(culprit, culprit)
     else:
