@@ -11,8 +11,11 @@ oracle: see tests/test_redaction.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
+from pathlib import Path
+from types import MappingProxyType
 from urllib.parse import parse_qsl, quote, quote_plus
 
 import grpc
@@ -24,7 +27,7 @@ from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server, build_transport
-from adapter.config import load_settings
+from adapter.config import CallerSettings, load_settings, token_digest
 from adapter.embedded import EmbeddedGateway
 from adapter.upstream import UpstreamClient
 from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, StartAdapter, make_settings
@@ -196,3 +199,71 @@ async def test_reprs_hold_no_password() -> None:
             for form in FORMS:
                 assert form not in text
     await client.aclose()
+
+
+TOKEN = "caller-token-9f8e7d6c"
+PROXY_PASSWORD = "proxy-pw-3c2b1a"
+
+
+async def test_caller_tokens_never_leave(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A caller's token, right, wrong or for another merchant, and its digest, reach no log
+    record, status, detail or repr."""
+    caplog.set_level(logging.DEBUG)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    caller = CallerSettings(
+        "checkout",
+        frozenset({MERCHANT}),
+        token_sha256=token_digest(TOKEN),
+        token_file=str(token_file),
+    )
+    settings = dataclasses.replace(
+        make_settings(merchants={MERCHANT: PASSWORD, "OTHER": PASSWORD}),
+        callers=MappingProxyType({"checkout": caller}),
+    )
+    seen: list[str] = []
+    async with (
+        build_server(settings, watch_interval=0.05) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        for token, merchant in ((TOKEN, MERCHANT), (TOKEN, "OTHER"), (TOKEN + "-wrong", MERCHANT)):
+            call = stub.CreateSession(
+                pb.CreateSessionRequest(merchant=merchant),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=5,
+            )
+            try:
+                seen.append(str(await call))
+            except grpc.aio.AioRpcError as exc:
+                seen.append(f"{exc.details()} {await rpc_status.aio.from_call(call)}")
+        token_file.write_text("")  # a broken rotation logs an error line: it must not quote
+        await asyncio.sleep(0.3)
+        seen += [repr(server.settings), repr(caller), repr(server.watch)]
+    seen.append(caplog.text)
+    for secret in (TOKEN, token_digest(TOKEN).reveal()):
+        assert not any(secret in text for text in seen)
+
+
+async def test_proxy_credentials_never_leave(caplog: pytest.LogCaptureFixture) -> None:
+    """Proxy credentials in `upstream.proxy` reach no log record, status or repr, even when the
+    proxy cannot be reached."""
+    caplog.set_level(logging.DEBUG)
+    settings = make_settings(
+        "https://localhost:1", proxy=f"http://proxy-user:{PROXY_PASSWORD}@127.0.0.1:1"
+    )
+    seen: list[str] = [repr(settings), repr(settings.upstream)]
+    async with (
+        build_server(settings) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        call = session_service_pb2_grpc.SessionServiceStub(channel).CreateSession(
+            pb.CreateSessionRequest(merchant=MERCHANT), timeout=5
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        seen.append(f"{raised.value.details()} {await rpc_status.aio.from_call(call)}")
+    seen.append(caplog.text)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert not any(PROXY_PASSWORD in text for text in seen)
