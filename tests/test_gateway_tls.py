@@ -29,7 +29,7 @@ from adapter.config import GatewaySettings, TlsFiles
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from adapter.embedded.tls import GatewayTls
 from tests.conftest import StartAdapter, fail, make_settings
-from tests.test_cli import COMMAND, START_TIMEOUT
+from tests.test_cli import COMMAND, START_TIMEOUT, run
 
 HOST = "127.0.0.1"
 CERT_MERCHANT = "CERTM"  # accepted by its client certificate alone: no password
@@ -351,6 +351,22 @@ async def test_gateway_command_serves_https_and_says_so(
         r"embedded gateway listening on https://127\.0\.0\.1:\d+/api/nvp/version/100 "
         r"\(merchants: CERTM \(certificate\), PWM\); client certificates asked for\n",
         gateway.first_line,
+    )
+
+
+async def test_tls_files_that_do_not_load_at_start_are_one_line(pki: Pki) -> None:
+    """A key that does not match the certificate: one line naming the files, exit 2."""
+    replace_file(pki.key_file, pki.ca.issue_cert("other").private_key_pem.bytes())
+    config_path = pki.directory / "broken.toml"
+    replace_file(
+        config_path,
+        gateway_config(pki.cert_file, pki.key_file, pki.ca_file, pki.directory / "pw").encode(),
+    )
+    code, _, err = await run("gateway", "--config", str(config_path), "--listen", f"{HOST}:0")
+    assert (code, err) == (
+        2,
+        f"nvp-adapter: error: gateway.tls: cannot load {pki.cert_file} and {pki.key_file} as a "
+        "PEM certificate and its key: KEY_VALUES_MISMATCH\n",
     )
 
 

@@ -55,6 +55,7 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 # asyncio's own handshake and TLS shutdown timers are kept above the request timeout, so that the
 # request timer, which the refusal log counts, is the one that fires.
 _TLS_TIMER_MARGIN_SECONDS = 1.0
+_STOP_WAIT_SECONDS = 2.0  # an aborted handshake ends in one turn of the loop; this is a backstop
 
 
 class _Refusal(Enum):
@@ -347,11 +348,14 @@ class ConnectionGuard:
             if connection is not None:
                 connection.answered()
 
-    def abort_unattached(self) -> None:
-        """Abort connections aiohttp does not know of yet (in their TLS handshake): at stop."""
+    async def abort_unattached(self) -> None:
+        """Abort connections aiohttp does not know of yet (in their TLS handshake), and wait
+        for their handshakes to end: at stop, so that no task outlives the server."""
         for connection in list(self._open):
             if not connection.attached:
                 connection.abort()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=_STOP_WAIT_SECONDS)
 
     def _admit(self, connection: _GuardedConnection) -> bool:
         if len(self._open) >= self.settings.max_connections:
@@ -427,7 +431,7 @@ class GuardedSite(web.BaseSite):
 
     async def stop(self) -> None:
         await super().stop()
-        self._guard.abort_unattached()
+        await self._guard.abort_unattached()
         self._guard.refusals.flush()
         loop = self._loop
         if loop is not None and loop.get_exception_handler() == self._handler:
