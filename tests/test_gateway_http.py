@@ -103,10 +103,13 @@ async def post_once(port: int, within: float = 2.0) -> int | None:
     return int(status_line.split()[1]) if status_line else None
 
 
-async def until_closed(reader: asyncio.StreamReader, limit: float) -> float:
-    """Seconds until the server closes this connection (EOF or reset); ``limit`` at most."""
+async def until_closed(
+    reader: asyncio.StreamReader, limit: float, since: float | None = None
+) -> float:
+    """Seconds until the server closes this connection (EOF or reset), counted from ``since``
+    (the loop's clock; now if None), ``limit`` at most."""
     loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = loop.time() if since is None else since
     try:
         async with asyncio.timeout(limit):
             while await reader.read(4096):
@@ -121,6 +124,7 @@ async def slow_client(port: int, interval: float = 0.1, limit: float = 5.0) -> f
 
     Returns the seconds from connecting until the server closed the connection.
     """
+    connecting = asyncio.get_running_loop().time()  # before the server can start its clock
     reader, writer = await asyncio.open_connection(HOST, port)
     writer.write(b"POST /api/nvp/version/100 HTTP/1.1\r\nHost: localhost\r\n")
 
@@ -133,7 +137,7 @@ async def slow_client(port: int, interval: float = 0.1, limit: float = 5.0) -> f
 
     trickling = asyncio.create_task(trickle())
     try:
-        return await until_closed(reader, limit)
+        return await until_closed(reader, limit, connecting)
     finally:
         trickling.cancel()
         writer.close()
@@ -307,14 +311,13 @@ async def test_a_burst_of_refusals_is_one_log_line(
 ) -> None:
     """30 connections refused at the cap: one WARNING line with the count, after the interval."""
     caplog.set_level(logging.WARNING, LOGGER)
-    port = await serve(limits(max_connections=2), log_interval=0.3)
+    port = await serve(limits(max_connections=2), log_interval=0.5)
     holders = await open_idle(port, 2)
-    for _ in range(30):
-        await refused(port)
-    await asyncio.sleep(0.5)
+    await asyncio.gather(*(refused(port) for _ in range(30)))
+    await asyncio.sleep(0.7)
     for writer in holders:
         writer.close()
-    assert warnings(caplog) == ["in the last 0.3 s: refused 30 connections at the 2-connection cap"]
+    assert warnings(caplog) == ["in the last 0.5 s: refused 30 connections at the 2-connection cap"]
 
 
 async def test_steady_refusals_are_logged_at_most_once_per_interval(
@@ -331,7 +334,7 @@ async def test_steady_refusals_are_logged_at_most_once_per_interval(
         count += await refused(port)
     await asyncio.sleep(0.3)
     holders[0].close()
-    assert count > 50, "refusals happened"
+    assert count > 20, "refusals happened"
     assert len(warnings(caplog)) <= 5
 
 
@@ -342,7 +345,7 @@ async def test_request_timeouts_are_counted_in_the_log(
     caplog.set_level(logging.WARNING, LOGGER)
     port = await serve(limits(request_timeout=0.3), log_interval=0.5)
     await asyncio.gather(*(slow_client(port) for _ in range(5)))
-    await asyncio.sleep(0.7)  # the interval began at the first timeout
+    await asyncio.sleep(1.0)  # the interval began at the first timeout
     assert warnings(caplog) == [
         "in the last 0.5 s: closed 5 connections whose request had not arrived within 0.3 s"
     ]
