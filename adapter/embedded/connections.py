@@ -4,10 +4,11 @@ arrive, how long a kept-alive connection may sit idle; refusals logged once per 
 Why this is written here rather than configured: aiohttp's server has no limit on open
 connections and no header-read timeout (a client that sends one header line every few seconds
 holds its connection, and a file descriptor, for ever), and its idle keep-alive timeout is an
-hour; the usual ASGI servers bound idle time and requests in flight, but not the time a request
-takes to arrive, and moving would mean a second web stack for one handler. So each accepted
-connection gets a small protocol, ``_GuardedConnection``, that sits in front of aiohttp's own
-``RequestHandler`` and passes every byte through to it:
+hour. uvicorn, for one, offers a keep-alive timeout and a concurrency limit (answering 503 once
+it has read a request), but no limit on the time a request takes to arrive either, and moving
+would mean a second web stack for one handler. So each accepted connection gets a small
+protocol, ``_GuardedConnection``, that sits in front of aiohttp's own ``RequestHandler`` and
+passes every byte through to it:
 
 - past ``max_connections`` open connections, a new one is aborted in ``connection_made``, before
   a byte is read, and never reaches aiohttp;

@@ -6,7 +6,7 @@
 
 It serves the ``[merchants]`` as accounts (a merchant with no password is accepted by its client
 certificate alone), HTTPS with ``[gateway.tls]``, and the connection bounds of ``[gateway]``.
-The TLS files and the merchants' ``password_file``\\ s are watched: a change of content is in
+The TLS files and the merchants' password files are watched: a change of content is in
 force within ``DEFAULT_INTERVAL_SECONDS``, and ``reload()`` reads them all at once.
 """
 
