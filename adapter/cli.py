@@ -19,15 +19,13 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from adapter.app import build_server, embedded_accounts
+from adapter.app import build_server
 from adapter.config import DEMO_MERCHANT, Settings, load_settings, parse_host_port
-from adapter.embedded import EmbeddedGateway, start_http_gateway
+from adapter.embedded.standalone import StandaloneGateway
 from adapter.errors import ConfigError
-from adapter.listeners import format_address
 from adapter.server import AdapterServer, serve
 
 EXIT_CONFIG = 2
-DEFAULT_GATEWAY_LISTEN = "127.0.0.1:8080"
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -88,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings = load_settings(args.config, listen=args.listen, upstream=args.upstream)
             asyncio.run(_serve(settings))
         else:
-            settings = load_settings(args.config)
-            asyncio.run(_run_gateway(settings, args.listen or DEFAULT_GATEWAY_LISTEN))
+            settings = load_settings(args.config, for_gateway=True)
+            asyncio.run(_run_gateway(settings, args.listen))
     except ConfigError as exc:
         print(f"nvp-adapter: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
@@ -137,27 +135,35 @@ def _print_first_call(server: AdapterServer) -> None:
     )
 
 
-async def _run_gateway(settings: Settings, listen: str) -> None:
+async def _run_gateway(settings: Settings, listen_flag: str | None) -> None:
+    listen = listen_flag or settings.gateway.listen  # the flag over [gateway] listen
     host, port = _listen_address(listen)
-    accounts = embedded_accounts(settings)
+    gateway = StandaloneGateway(settings, host, port)
     try:
-        runner, bound = await start_http_gateway(EmbeddedGateway(accounts), host, port)
+        await gateway.start()
     except OSError as exc:
         raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    address = format_address(host, bound)
-    print(
-        f"embedded gateway listening on http://{address}/api/nvp/version/"
-        f"{settings.upstream.api_version} (merchants: {', '.join(accounts)})",
-        flush=True,
-    )
     try:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        # SIGHUP reads the TLS and password files again, as daemons do, instead of its default
+        # action of ending the process.
+        loop.add_signal_handler(signal.SIGHUP, gateway.reload)
+        print(_gateway_start_line(gateway), flush=True)
         await stopping.wait()
     finally:
-        await runner.cleanup()
+        await gateway.aclose()
+
+
+def _gateway_start_line(running: StandaloneGateway) -> str:
+    merchants = ", ".join(
+        merchant if password is not None else f"{merchant} (certificate)"
+        for merchant, password in running.accounts.items()
+    )
+    certificates = "; client certificates asked for" if running.asks_for_client_cert else ""
+    return f"embedded gateway listening on {running.url} (merchants: {merchants}){certificates}"
 
 
 def _listen_address(listen: str) -> tuple[str, int]:

@@ -339,22 +339,6 @@ class Settings:
                 f"callers.{caller.name}.certificate_subject needs [server.tls] client_ca_file "
                 "(mutual TLS), or no client certificate is ever asked for",
             )
-        for credentials in self.merchants.values():
-            if credentials.password is not None:
-                continue
-            # No password: the merchant authenticates by the TLS client certificate, which only
-            # an https gateway ever asks for (the embedded one checks passwords alone).
-            _require(
-                urlsplit(self.upstream.url).scheme == "https",
-                f"merchants.{credentials.merchant}: no password, and certificate authentication "
-                "needs an https gateway (upstream.url); set password, password_env or "
-                "password_file",
-            )
-            _require(
-                self.upstream.client_cert_file is not None,
-                f"merchants.{credentials.merchant}: no password (set password, password_env or "
-                "password_file, or upstream.client_cert_file for certificate authentication)",
-            )
 
     def describe(self) -> str:
         """One line about the running configuration, with no secret in it."""
@@ -382,8 +366,51 @@ def load_settings(
     *,
     listen: str | None = None,
     upstream: str | None = None,
+    for_gateway: bool = False,
 ) -> Settings:
-    """Settings from a TOML file (or defaults), with the command line's flags over it."""
+    """Settings from a TOML file (or defaults), with the command line's flags over it.
+
+    ``for_gateway``: the file is read by ``nvp-adapter gateway``, for which ``[merchants]`` are
+    the accounts it accepts; the adapter's rule on how it authenticates to its gateway (a
+    merchant with no password needs ``upstream.client_cert_file``) does not apply.
+    """
+    settings = _load_settings(path, listen=listen, upstream=upstream)
+    if not for_gateway:
+        try:
+            _check_adapter_credentials(settings)
+        except ConfigError as exc:
+            if path is None:
+                raise
+            raise ConfigError(f"{path}: {exc}") from None
+    return settings
+
+
+def _check_adapter_credentials(settings: Settings) -> None:
+    """The adapter authenticates as each merchant by its password or by its client certificate."""
+    for credentials in settings.merchants.values():
+        if credentials.password is not None:
+            continue
+        # No password: the merchant authenticates by the TLS client certificate, which only
+        # an https gateway ever asks for (the embedded one checks passwords alone).
+        _require(
+            urlsplit(settings.upstream.url).scheme == "https",
+            f"merchants.{credentials.merchant}: no password, and certificate authentication "
+            "needs an https gateway (upstream.url); set password, password_env or "
+            "password_file",
+        )
+        _require(
+            settings.upstream.client_cert_file is not None,
+            f"merchants.{credentials.merchant}: no password (set password, password_env or "
+            "password_file, or upstream.client_cert_file for certificate authentication)",
+        )
+
+
+def _load_settings(
+    path: str | os.PathLike[str] | None,
+    *,
+    listen: str | None = None,
+    upstream: str | None = None,
+) -> Settings:
     document = _read_toml(Path(path)) if path is not None else {}
     try:
         _refuse_unknown(document, {"server", "upstream", "merchants", "callers", "gateway"}, "")

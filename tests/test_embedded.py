@@ -426,6 +426,108 @@ def test_check_order(
     assert nvp.decode(reply.body)["error.explanation"].startswith(explanation)
 
 
+# --- certificate authentication ------------------------------------------------------------------
+
+CERT_ONLY = "CERTONLY"
+CERT_ACCOUNTS: dict[str, str | None] = {**ACCOUNTS, CERT_ONLY: None}
+
+
+def for_merchant(merchant: str, drop: tuple[str, ...] = (), **changes: str) -> dict[str, str]:
+    """A request for ``merchant`` with no credentials but those given."""
+    fields = {"apiOperation": "CREATE_SESSION", "merchant": merchant}
+    fields.update({k.replace("__", "."): v for k, v in changes.items()})
+    return {k: v for k, v in fields.items() if k not in drop}
+
+
+def post_with(
+    gateway: EmbeddedGateway, fields: Mapping[str, str], certificate: str
+) -> tuple[int, dict[str, str]]:
+    """One request through the in-process face with a verified certificate's CN."""
+    reply = gateway.handle(VERSION, nvp.encode(fields), certificate=certificate)
+    return reply.status, nvp.decode(reply.body)
+
+
+# (certificate CN, request fields, status expected)
+BY_CERTIFICATE = {
+    "certificate alone": (CERT_ONLY, for_merchant(CERT_ONLY), 201),
+    "certificate with its apiUsername": (
+        CERT_ONLY,
+        for_merchant(CERT_ONLY, apiUsername=f"merchant.{CERT_ONLY}"),
+        201,
+    ),
+    "certificate of a password merchant": (MERCHANT, for_merchant(MERCHANT), 201),
+    "certificate and the right password": (MERCHANT, GOOD, 201),
+    "certificate and a wrong password": (MERCHANT, with_fields(apiPassword="0" * 32), 401),
+    "certificate-only merchant sent a password": (
+        CERT_ONLY,
+        for_merchant(CERT_ONLY, apiUsername=f"merchant.{CERT_ONLY}", apiPassword="x"),
+        401,
+    ),
+    "certificate-only merchant with no certificate": (None, for_merchant(CERT_ONLY), 401),
+    "certificate of another merchant": (OTHER, for_merchant(CERT_ONLY), 401),
+    "apiUsername names another merchant": (
+        CERT_ONLY,
+        for_merchant(OTHER, apiUsername=f"merchant.{OTHER}"),
+        401,
+    ),
+    "apiUsername without its prefix": (
+        CERT_ONLY,
+        for_merchant(CERT_ONLY, apiUsername=CERT_ONLY),
+        401,
+    ),
+    "certificate of an unknown merchant": ("NOSUCH", for_merchant("NOSUCH"), 401),
+    "unknown CN, the password still works": ("localhost", GOOD, 201),
+    "certificate, no merchant field": (CERT_ONLY, for_merchant(CERT_ONLY, drop=("merchant",)), 401),
+}
+
+
+@pytest.mark.parametrize(
+    ("certificate", "fields", "status"), BY_CERTIFICATE.values(), ids=BY_CERTIFICATE.keys()
+)
+def test_certificate_authentication(
+    certificate: str | None, fields: dict[str, str], status: int
+) -> None:
+    """A verified certificate's CN vouches for the merchant the request names; a password that
+    is sent must still be right; anything else is the gateway's 401."""
+    gateway = EmbeddedGateway(CERT_ACCOUNTS)
+    assert gateway.handle(VERSION, nvp.encode(fields), certificate=certificate).status == status
+
+
+def test_a_certificate_for_one_merchant_cannot_ask_for_another() -> None:
+    """Authenticated by certificate with apiUsername, a request for another merchant is the
+    gateway's "not authorised" 400, as with a password."""
+    gateway = EmbeddedGateway(CERT_ACCOUNTS)
+    fields = for_merchant(OTHER, apiUsername=f"merchant.{CERT_ONLY}")
+    status, answer = post_with(gateway, fields, CERT_ONLY)
+    assert (status, answer["error.explanation"]) == (
+        400,
+        "Authenticated entity not authorised to perform operation for target entity",
+    )
+
+
+def test_set_password_puts_the_new_one_in_force(gateway: EmbeddedGateway) -> None:
+    """After set_password the old password is refused and the new one accepted."""
+    gateway.set_password(MERCHANT, "new-password")
+    statuses = (
+        post(gateway, GOOD)[0],
+        post(gateway, with_fields(apiPassword="new-password"))[0],
+    )
+    assert statuses == (401, 201)
+
+
+@pytest.mark.parametrize(
+    ("merchant", "password", "message"),
+    [("NOSUCH", "x", "unknown merchant"), (MERCHANT, "", "empty password")],
+    ids=["unknown merchant", "empty password"],
+)
+def test_set_password_is_validated(
+    gateway: EmbeddedGateway, merchant: str, password: str, message: str
+) -> None:
+    """A password for a merchant the gateway does not know, or an empty one, is refused."""
+    with pytest.raises(ValueError, match=message):
+        gateway.set_password(merchant, password)
+
+
 # --- the session store ---------------------------------------------------------------------------
 
 

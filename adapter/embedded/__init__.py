@@ -3,8 +3,10 @@
 - In-process: ``EmbeddedGateway.handle(version, body)`` takes the request bytes and gives back a
   ``GatewayReply`` (HTTP status and NVP body), with no socket; ``EmbeddedTransport`` puts it
   behind the upstream client's transport seam.
-- Over HTTP: ``start_http_gateway`` (or ``create_app`` for your own runner) serves the same
-  object on ``POST /api/nvp/version/{N}``, so any NVP client can be tried against it.
+- Over HTTP(S): ``start_http_gateway`` (or ``create_app`` for your own runner) serves the same
+  object on ``POST /api/nvp/version/{N}``, so any NVP client can be tried against it, with its
+  connections bounded (``connections.py``); ``StandaloneGateway`` is ``nvp-adapter gateway``:
+  that, from the settings, with HTTPS, certificate authentication and files reloaded.
 
 Both faces share one implementation, so they answer byte for byte alike.
 """
@@ -12,7 +14,7 @@ Both faces share one implementation, so they answer byte for byte alike.
 from __future__ import annotations
 
 from adapter.embedded.gateway import EmbeddedGateway, GatewayReply, StoredSession
-from adapter.embedded.http import create_app, start_http_gateway
+from adapter.embedded.http import certificate_subject, create_app, start_http_gateway
 from adapter.embedded.transport import EmbeddedTransport
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "EmbeddedTransport",
     "GatewayReply",
     "StoredSession",
+    "certificate_subject",
     "create_app",
     "start_http_gateway",
 ]

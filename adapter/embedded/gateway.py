@@ -10,6 +10,11 @@ Checks run in the gateway's order: the body, the API version, the credentials, `
 ``merchant``, every other field, then room in the session store. The first failure answers, as an
 NVP error body with ``result=ERROR``; nothing the caller sent as ``apiPassword`` is ever echoed.
 Not thread-safe: it is meant to be called from one event loop, where ``handle`` never awaits.
+
+Credentials are an ``apiPassword``, or a verified TLS client certificate whose subject CN is the
+merchant id (certificate authentication): the HTTP face passes that CN as ``certificate``, taken
+from the TLS layer, never from anything the client wrote. An account whose password is None is
+accepted by certificate alone.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from adapter import nvp
 
@@ -108,13 +112,15 @@ class _Refused(Exception):
 class EmbeddedGateway:
     """An in-memory MPGS that knows CREATE_SESSION; ``accounts`` maps merchant id -> password.
 
+    A password of None: the merchant is accepted only with its client certificate.
+
     >>> EmbeddedGateway({"TESTMERCHANT": "secret"})
     EmbeddedGateway(merchants=['TESTMERCHANT'], sessions=0)
     """
 
     def __init__(
         self,
-        accounts: Mapping[str, str],
+        accounts: Mapping[str, str | None],
         *,
         session_ttl_seconds: float = 900.0,
         max_sessions: int = 100_000,
@@ -123,14 +129,14 @@ class EmbeddedGateway:
         for merchant, password in accounts.items():
             if not nvp.MERCHANT_ID.fullmatch(merchant):
                 raise ValueError(f"invalid merchant id {merchant!r}")
-            if not password:  # an empty password would let "apiPassword=" in
+            if password is not None and not password:  # "" would let "apiPassword=" in
                 raise ValueError(f"merchant {merchant!r} has an empty password")
         if not session_ttl_seconds > 0:
             raise ValueError("session_ttl_seconds must be positive")
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
         # A copy: later edits to the caller's mapping must not change who may log in.
-        self._accounts = MappingProxyType(dict(accounts))
+        self._accounts: dict[str, str | None] = dict(accounts)
         self._ttl = session_ttl_seconds
         self._max_sessions = max_sessions
         self._clock = clock
@@ -155,20 +161,35 @@ class EmbeddedGateway:
             return None
         return stored
 
-    def handle(self, version: str, body: bytes) -> GatewayReply:
-        """Answer one ``POST /api/nvp/version/{version}`` with this body; never raises."""
+    def handle(self, version: str, body: bytes, *, certificate: str | None = None) -> GatewayReply:
+        """Answer one ``POST /api/nvp/version/{version}`` with this body; never raises.
+
+        ``certificate`` is the subject CN of the client's verified TLS certificate, if it sent
+        one: it stands in for ``apiPassword`` when it names the merchant the request is for.
+        """
         try:
-            return self._create_session(version, body)
+            return self._create_session(version, body, certificate)
         except _Refused as refused:
             return refused.reply
 
-    def _create_session(self, version: str, body: bytes) -> GatewayReply:
+    def set_password(self, merchant: str, password: str) -> None:
+        """Put a new password in force for a configured merchant (a rotated password file).
+
+        Raises ValueError for a merchant this gateway does not know or an empty password.
+        """
+        if merchant not in self._accounts:
+            raise ValueError(f"unknown merchant {merchant!r}")
+        if not password:
+            raise ValueError(f"merchant {merchant!r} has an empty password")
+        self._accounts[merchant] = password
+
+    def _create_session(self, version: str, body: bytes, certificate: str | None) -> GatewayReply:
         try:
             fields = nvp.decode(body)
         except nvp.NvpDecodeError:
             raise _error(400, "Request body is not a valid form-encoded NVP body.") from None
         api_version = _api_version(version)
-        authenticated = self._authenticate(fields)
+        authenticated = self._authenticate(fields, certificate)
         _check_operation(fields)
         _check_merchant(fields, authenticated)
         _check_no_other_fields(fields)
@@ -193,18 +214,33 @@ class EmbeddedGateway:
             answer[AUTHENTICATION_LIMIT] = str(limit)
         return _reply(201, answer)
 
-    def _authenticate(self, fields: Mapping[str, str]) -> str:
-        """The merchant the credentials belong to; 401 for anything else."""
-        username = fields.get(nvp.API_USERNAME, "")
-        password = fields.get(nvp.API_PASSWORD, "")
-        prefixed = username.startswith(nvp.USERNAME_PREFIX)
-        merchant = username.removeprefix(nvp.USERNAME_PREFIX)
-        expected = self._accounts.get(merchant) if prefixed else None
-        # Compare even for an unknown merchant, so the time taken does not tell which exist.
-        matches = hmac.compare_digest(password.encode(), (expected or self._decoy).encode())
-        if expected is None or not matches:
+    def _authenticate(self, fields: Mapping[str, str], certificate: str | None) -> str:
+        """The merchant the credentials belong to; 401 for anything else.
+
+        The merchant claimed is the one ``apiUsername`` names; with a certificate and no
+        ``apiUsername``, the one the request is for (``merchant``). The claim holds if the
+        certificate's CN is that merchant, or by its password; an ``apiPassword`` that is sent
+        must be right either way, so a certificate never makes a wrong password pass.
+        """
+        username = fields.get(nvp.API_USERNAME)
+        if username is None and certificate is not None:
+            claimed: str | None = fields.get(nvp.MERCHANT, "")
+        elif username is not None and username.startswith(nvp.USERNAME_PREFIX):
+            claimed = username.removeprefix(nvp.USERNAME_PREFIX)
+        else:
+            claimed = None
+        known = claimed is not None and claimed in self._accounts
+        expected = self._accounts.get(claimed) if claimed is not None else None
+        password = fields.get(nvp.API_PASSWORD)
+        if password is None:
+            accepted = known and certificate == claimed
+        else:
+            # Compare even for an unknown merchant, so the time taken does not tell which exist.
+            matches = hmac.compare_digest(password.encode(), (expected or self._decoy).encode())
+            accepted = expected is not None and matches
+        if not accepted or claimed is None:
             raise _Refused(_reply(401, _error_fields("Invalid credentials.")))
-        return merchant
+        return claimed
 
     def _purge_expired(self, now: float) -> None:
         while self._sessions:

@@ -1,23 +1,43 @@
-"""The embedded gateway over HTTP: ``POST /api/nvp/version/{N}``, as any NVP client expects it.
+"""The embedded gateway over HTTP(S): ``POST /api/nvp/version/{N}``, as any NVP client expects it.
 
 >>> runner, port = await start_http_gateway(gateway, "127.0.0.1", 0)  # doctest: +SKIP
 >>> await runner.cleanup()  # doctest: +SKIP
+
+Every connection goes through a ``ConnectionGuard`` (``connections.py``): a cap on open
+connections, a time limit for each request to arrive, and one for idle keep-alive connections,
+all from ``GatewaySettings``. Over TLS, a verified client certificate's subject CN is handed to
+the gateway as the merchant it speaks for (certificate authentication).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import ssl
 
 from aiohttp import web
 
 from adapter import nvp
+from adapter.config import GatewaySettings
+from adapter.embedded.connections import (
+    REFUSAL_LOG_INTERVAL_SECONDS,
+    ConnectionGuard,
+    GuardedSite,
+    SslContextSource,
+)
 from adapter.embedded.gateway import EmbeddedGateway, GatewayReply, request_too_large
+
+__all__ = ["MAX_BODY_BYTES", "ROUTE", "create_app", "start_http_gateway"]
+
+log = logging.getLogger("adapter.embedded.http")
 
 MAX_BODY_BYTES = 1024 * 1024
 """Request bodies over this are answered 413 without being read further."""
 ROUTE = "/api/nvp/version/{version}"
 # Handlers answer at once, so only a stuck client connection can make a stop wait this long.
 _SHUTDOWN_SECONDS = 5.0
+_LOGGED_NAMES = 20  # field names in a DEBUG line at most, each clipped like the gateway's errors
+_LOGGED_NAME_CHARS = 100
 
 
 def create_app(gateway: EmbeddedGateway) -> web.Application:
@@ -28,12 +48,21 @@ def create_app(gateway: EmbeddedGateway) -> web.Application:
     """
 
     async def post_nvp(request: web.Request) -> web.Response:
+        certificate = certificate_subject(request)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             reply: GatewayReply = request_too_large(MAX_BODY_BYTES)
         else:
-            reply = gateway.handle(request.match_info["version"], body)
+            reply = gateway.handle(request.match_info["version"], body, certificate=certificate)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "POST %s: %d; fields %s%s",
+                    request.path,
+                    reply.status,
+                    _field_names(body),
+                    "" if certificate is None else f"; client certificate CN {certificate!r}",
+                )
         return web.Response(
             status=reply.status, body=reply.body, headers={"Content-Type": nvp.CONTENT_TYPE}
         )
@@ -43,20 +72,73 @@ def create_app(gateway: EmbeddedGateway) -> web.Application:
     return app
 
 
+def certificate_subject(request: web.BaseRequest) -> str | None:
+    """The subject CN of the client's verified TLS certificate; None without one.
+
+    Read from the TLS layer of the request's own connection, never from anything the client
+    wrote. ``peercert`` is empty unless the server asked for the certificate and verified it (a
+    certificate that fails verification fails the handshake); a subject with several CNs names no
+    one merchant and counts as none.
+    """
+    transport = request.transport
+    peercert = transport.get_extra_info("peercert") if transport is not None else None
+    if not peercert:
+        return None
+    names = [
+        value for rdn in peercert.get("subject", ()) for key, value in rdn if key == "commonName"
+    ]
+    return names[0] if len(names) == 1 else None
+
+
+def _field_names(body: bytes) -> str:
+    """The request's field names for a DEBUG line (sandbox users debugging a client); no values."""
+    try:
+        names = list(nvp.decode(body))
+    except nvp.NvpDecodeError:
+        return "(not NVP)"
+    shown = [name[:_LOGGED_NAME_CHARS] for name in names[:_LOGGED_NAMES]]
+    return json.dumps(shown) + ("..." if len(names) > _LOGGED_NAMES else "")
+
+
 async def start_http_gateway(
     gateway: EmbeddedGateway,
     host: str,
     port: int,
-    ssl_context: ssl.SSLContext | None = None,
+    ssl_context: ssl.SSLContext | SslContextSource | None = None,
+    *,
+    settings: GatewaySettings | None = None,
+    log_interval: float = REFUSAL_LOG_INTERVAL_SECONDS,
 ) -> tuple[web.AppRunner, int]:
     """Serve ``gateway`` on ``host:port`` (0: any free port); the runner and the bound port.
 
+    ``ssl_context`` is a context, or a function giving the context in force (called for each
+    new connection, so that a reloaded certificate serves the next handshakes). ``settings``
+    bounds the connections (``GatewaySettings()`` when None; its ``listen`` and ``tls`` are not
+    read here). Refusals are logged once per ``log_interval`` seconds at most.
+
     Stop it with ``await runner.cleanup()``. A failed bind cleans up and re-raises the OSError.
     """
+    source: SslContextSource | None
+    if isinstance(ssl_context, ssl.SSLContext):
+        fixed = ssl_context
+        source = lambda: fixed  # noqa: E731 (a one-line closure is the clearest form here)
+    else:
+        source = ssl_context
     runner = web.AppRunner(create_app(gateway), access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)
+
+    def new_handler() -> web.RequestHandler:
+        server = runner.server
+        if server is None:  # connections are accepted only after runner.setup()
+            raise RuntimeError("the runner is not set up")
+        return server()
+
+    guard = ConnectionGuard(
+        new_handler, settings or GatewaySettings(), source, log_interval=log_interval
+    )
+    runner.app.middlewares.append(guard.middleware)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+        await GuardedSite(runner, host, port, guard).start()
     except BaseException:
         await runner.cleanup()
         raise
