@@ -41,6 +41,10 @@ from adapter.errors import (
 
 __all__ = ["HttpTransport", "RawReply", "Transport", "build_ssl_context"]
 
+POOL_IDLE_SECONDS = 10.0
+"""An idle pooled connection is dropped after this: sooner than servers close idle connections
+(the embedded gateway after 15 s), so a request never goes out on a connection the server is
+closing at that moment, which would leave its outcome unknown."""
 _REQUEST_HEADERS = {"Content-Type": nvp.CONTENT_TYPE, "Accept": "*/*"}
 log = logging.getLogger("adapter.transport")
 
@@ -170,7 +174,7 @@ class HttpTransport:
         connector = aiohttp.TCPConnector(
             limit=settings.pool_size,
             ssl=build_ssl_context(settings),
-            keepalive_timeout=30,
+            keepalive_timeout=POOL_IDLE_SECONDS,
         )
         sending = aiohttp.TraceConfig()
         sending.on_request_headers_sent.append(_mark_sent)
