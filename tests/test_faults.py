@@ -363,6 +363,17 @@ async def reset_mid_body(conn: Conn) -> bool:
     return False
 
 
+def headers_only(length: int) -> Behaviour:
+    """Headers declaring a body of ``length`` bytes, then nothing until the client hangs up."""
+
+    async def behaviour(conn: Conn) -> bool:
+        conn.write(head(201, length=length))
+        await conn.drain()
+        return await silent(conn)
+
+    return behaviour
+
+
 async def truncated(conn: Conn) -> bool:
     """A Content-Length larger than the body sent, then a clean close (FIN)."""
     conn.write(head(201, length=len(GOOD_BODY)) + GOOD_BODY[:20])
@@ -483,9 +494,9 @@ class Row:
     """ErrorInfo.metadata exactly, ``attempts`` included."""
     retry_delay: float | None = None
     """RetryInfo's delay; None: no RetryInfo."""
-    connection: Literal["reused", "replaced", "either"] = "reused"
-    """What the next good call rides on: ``reused`` (the same keep-alive connection),
-    ``replaced`` (a new one: the old one broke) or ``either``."""
+    connection: Literal["reused", "replaced"] = "reused"
+    """What the next good call rides on: ``reused`` (the same keep-alive connection) or
+    ``replaced`` (a new one: the old one broke)."""
     client_closes: bool = False
     """The adapter itself must close the connection (server side sees the hang-up)."""
     min_gap: float = 0.0
@@ -552,14 +563,26 @@ ROWS = {
     "503, retried": overloaded(503, attempts=3),
     "503 Retry-After 1, waits and stops before the deadline": overloaded(503, 2, "1"),
     "503 Retry-After 30, past the deadline": overloaded(503, 1, "30"),
-    # A small over-cap body is already parsed whole when the adapter looks at it: aiohttp has put
-    # the connection back in the pool, at a message boundary, so reusing it is safe.
-    "body over the size cap, small": Row(
+    # A small over-cap body written with its headers arrives in the same read: aiohttp has parsed
+    # it whole and put the connection back in the pool, at a message boundary, before the adapter
+    # looks, so reusing it is safe.
+    "body over the size cap, small, with the headers": Row(
         answer(GOOD_BODY + b"&pad=" + b"x" * 4096),
         INTERNAL,
         "UPSTREAM_PROTOCOL_ERROR",
         {"attempts": "1"},
-        connection="either",
+        connection="reused",
+        options={"max_response_bytes": 1024},
+    ),
+    # The same answer whose body has not come when the adapter reads the headers: the connection
+    # is mid-message, so the adapter closes it.
+    "body over the size cap, small, after the headers": Row(
+        headers_only(length=len(GOOD_BODY) + 5 + 4096),
+        INTERNAL,
+        "UPSTREAM_PROTOCOL_ERROR",
+        {"attempts": "1"},
+        connection="replaced",
+        client_closes=True,
         options={"max_response_bytes": 1024},
     ),
     "body over the size cap, 1 MiB, Content-Length": Row(
