@@ -1,13 +1,20 @@
 """A bounded soak: many CreateSession calls through the real processes, watching the adapter's RSS.
 
 Usage: .venv/bin/python scripts/soak.py [--calls 50000] [--concurrency 64] [--warmup 5000]
-       [--max-rss-growth 0.10]
+       [--sample-every 500] [--max-rss-growth 0.10]
 
 Starts ``nvp-adapter gateway`` (the embedded gateway over HTTP) and ``nvp-adapter serve`` against
 it, both on loopback port 0, drives ``--calls`` calls with exactly ``--concurrency`` in flight over
-one channel, samples the adapter's RSS after the first ``--warmup`` calls and at the end, stops
-both processes with SIGTERM and prints a report. Exits 1 if a call failed, a process did not exit
-0, or the RSS grew by more than ``--max-rss-growth`` (a fraction: 0.10 is 10 %) after warm-up.
+one channel, stops both processes with SIGTERM and prints a report. Exits 1 if a call failed, a
+process did not exit 0, or the adapter's RSS grew by more than ``--max-rss-growth`` (a fraction:
+0.10 is 10 %) after warm-up.
+
+RSS is sampled every ``--sample-every`` calls from the end of the first ``--warmup`` calls while
+all ``--concurrency`` calls are still in flight, so that every sample sees the same load. Growth
+is measured from the lowest sample in the first quarter of the samples to the lowest in the last
+quarter: without any leak, RSS rises and falls back by a megabyte or more every few thousand calls
+(memory taken and handed back in batches), while a leak raises the floor. A quarter must therefore
+span several thousand calls; with the defaults it spans 11,000.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 CALL_TIMEOUT = 10.0
 MIB = 1024 * 1024
+MIN_SAMPLES = 4  # one to a quarter
 _SCRIPT = Path(sys.executable).with_name("nvp-adapter")
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "adapter"]
 _ADDRESS = re.compile(r"listening on (?:http://)?(\S+?)(?:/api\S*)? ")
@@ -63,8 +71,14 @@ class Results:
 
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
-    rss_warm: int | None = None
+    rss_samples: list[int] = field(default_factory=list)
     elapsed: float = 0.0
+
+    def rss_floors(self) -> tuple[int, int, int]:
+        """The lowest RSS sample in the first and in the last quarter of the samples, and how
+        many samples a quarter holds."""
+        quarter = max(1, len(self.rss_samples) // 4)
+        return min(self.rss_samples[:quarter]), min(self.rss_samples[-quarter:]), quarter
 
 
 async def start(name: str, args: Sequence[str], stderr: IO[bytes], children: list[Child]) -> Child:
@@ -116,8 +130,20 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-async def drive(address: str, pid: int, calls: int, concurrency: int, warmup: int) -> Results:
-    """Make ``calls`` calls with ``concurrency`` workers on one channel."""
+async def drive(
+    address: str,
+    pid: int,
+    *,
+    calls: int,
+    concurrency: int,
+    warmup: int,
+    sample_every: int,
+) -> Results:
+    """Make ``calls`` calls with ``concurrency`` workers on one channel; sample ``pid``'s RSS.
+
+    A sample is taken when the number of calls done reaches ``warmup`` and every ``sample_every``
+    calls after it, up to the last point at which ``concurrency`` calls are still to be done.
+    """
     results = Results()
     issued = 0
     done = 0
@@ -141,8 +167,12 @@ async def drive(address: str, pid: int, calls: int, concurrency: int, warmup: in
                     results.errors["WRONG_ANSWER"] += 1
             results.latencies.append(time.perf_counter() - started)
             done += 1
-            if done == warmup:
-                results.rss_warm = rss_bytes(pid)
+            if (
+                done >= warmup
+                and (done - warmup) % sample_every == 0
+                and calls - done >= concurrency
+            ):
+                results.rss_samples.append(rss_bytes(pid))
 
     async with grpc.aio.insecure_channel(address) as channel:
         await asyncio.wait_for(channel.channel_ready(), START_TIMEOUT)
@@ -159,23 +189,27 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[rank - 1]
 
 
-def report(args: argparse.Namespace, results: Results, rss_end: int, exits: dict[str, int]) -> bool:
+def report(args: argparse.Namespace, results: Results, exits: dict[str, int]) -> bool:
     """Print the report; True when everything held."""
     failed_calls = sum(results.errors.values())
     errors = ", ".join(f"{code}: {n}" for code, n in sorted(results.errors.items()))
     latencies = sorted(results.latencies)
-    rss_warm = results.rss_warm or rss_end
+    rss_warm, rss_end, quarter = results.rss_floors()
     growth = (rss_end - rss_warm) / rss_warm
     grew_too_much = growth > args.max_rss_growth
     bad_exits = {name: code for name, code in exits.items() if code != 0}
     print(f"command: {shlex.join(['python', *sys.argv])}")
     print(f"calls: {len(latencies)} ({args.concurrency} in flight, warm-up {args.warmup})")
     print(f"errors: {failed_calls}" + (f" ({errors})" if errors else ""))
-    print(f"adapter RSS after warm-up: {rss_warm / MIB:.1f} MiB")
-    print(f"adapter RSS at end: {rss_end / MIB:.1f} MiB")
     print(
-        f"RSS growth: {growth:+.1%} (limit {args.max_rss_growth:+.1%})"
-        + (" EXCEEDED" if grew_too_much else "")
+        f"RSS samples: {len(results.rss_samples)} (every {args.sample_every} calls),"
+        f" {quarter} to a quarter"
+    )
+    print(f"adapter RSS after warm-up: {rss_warm / MIB:.1f} MiB (lowest in the first quarter)")
+    print(f"adapter RSS at end: {rss_end / MIB:.1f} MiB (lowest in the last quarter)")
+    print(
+        f"RSS growth: {growth:+.1%}, {(rss_end - rss_warm) / MIB:+.1f} MiB"
+        f" (limit {args.max_rss_growth:+.1%})" + (" EXCEEDED" if grew_too_much else "")
     )
     print(
         f"throughput: {len(latencies) / results.elapsed:.0f} calls/s over {results.elapsed:.1f} s"
@@ -210,12 +244,16 @@ async def soak(args: argparse.Namespace) -> bool:
                 children,
             )
             results = await drive(
-                adapter.address, adapter.proc.pid, args.calls, args.concurrency, args.warmup
+                adapter.address,
+                adapter.proc.pid,
+                calls=args.calls,
+                concurrency=args.concurrency,
+                warmup=args.warmup,
+                sample_every=args.sample_every,
             )
-            rss_end = rss_bytes(adapter.proc.pid)
             # Reverse order: the adapter first, so no call of its is cut off by a gone gateway.
             exits = {child.name: await stop(child) for child in reversed(children)}
-            ok = report(args, results, rss_end, exits)
+            ok = report(args, results, exits)
             if not ok:
                 for child in children:
                     print(f"--- {child.name} stderr (last lines) ---\n{child.stderr_tail()}")
@@ -236,6 +274,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=5_000)
     parser.add_argument(
+        "--sample-every", type=int, default=500, help="calls between two samples of the RSS"
+    )
+    parser.add_argument(
         "--max-rss-growth",
         type=float,
         default=0.10,
@@ -246,6 +287,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--concurrency must be at least 1")
     if not 1 <= args.warmup < args.calls:
         parser.error("--warmup must be at least 1 and less than --calls")
+    if args.sample_every < 1:
+        parser.error("--sample-every must be at least 1")
+    if (args.calls - args.concurrency - args.warmup) // args.sample_every + 1 < MIN_SAMPLES:
+        parser.error(
+            f"--calls must leave room for {MIN_SAMPLES} RSS samples after --warmup"
+            " (every --sample-every calls, while --concurrency calls are still to be done)"
+        )
     return args
 
 

@@ -363,6 +363,17 @@ async def reset_mid_body(conn: Conn) -> bool:
     return False
 
 
+def headers_only(length: int) -> Behaviour:
+    """Headers declaring a body of ``length`` bytes, then nothing until the client hangs up."""
+
+    async def behaviour(conn: Conn) -> bool:
+        conn.write(head(201, length=length))
+        await conn.drain()
+        return await silent(conn)
+
+    return behaviour
+
+
 async def truncated(conn: Conn) -> bool:
     """A Content-Length larger than the body sent, then a clean close (FIN)."""
     conn.write(head(201, length=len(GOOD_BODY)) + GOOD_BODY[:20])
@@ -483,9 +494,9 @@ class Row:
     """ErrorInfo.metadata exactly, ``attempts`` included."""
     retry_delay: float | None = None
     """RetryInfo's delay; None: no RetryInfo."""
-    connection: Literal["reused", "replaced", "either"] = "reused"
-    """What the next good call rides on: ``reused`` (the same keep-alive connection),
-    ``replaced`` (a new one: the old one broke) or ``either``."""
+    connection: Literal["reused", "replaced"] = "reused"
+    """What the next good call rides on: ``reused`` (the same keep-alive connection) or
+    ``replaced`` (a new one: the old one broke)."""
     client_closes: bool = False
     """The adapter itself must close the connection (server side sees the hang-up)."""
     min_gap: float = 0.0
@@ -552,14 +563,26 @@ ROWS = {
     "503, retried": overloaded(503, attempts=3),
     "503 Retry-After 1, waits and stops before the deadline": overloaded(503, 2, "1"),
     "503 Retry-After 30, past the deadline": overloaded(503, 1, "30"),
-    # A small over-cap body is already parsed whole when the adapter looks at it: aiohttp has put
-    # the connection back in the pool, at a message boundary, so reusing it is safe.
-    "body over the size cap, small": Row(
+    # A small over-cap body written with its headers arrives in the same read: aiohttp has parsed
+    # it whole and put the connection back in the pool, at a message boundary, before the adapter
+    # looks, so reusing it is safe.
+    "body over the size cap, small, with the headers": Row(
         answer(GOOD_BODY + b"&pad=" + b"x" * 4096),
         INTERNAL,
         "UPSTREAM_PROTOCOL_ERROR",
         {"attempts": "1"},
-        connection="either",
+        connection="reused",
+        options={"max_response_bytes": 1024},
+    ),
+    # The same answer whose body has not come when the adapter reads the headers: the connection
+    # is mid-message, so the adapter closes it.
+    "body over the size cap, small, after the headers": Row(
+        headers_only(length=len(GOOD_BODY) + 5 + 4096),
+        INTERNAL,
+        "UPSTREAM_PROTOCOL_ERROR",
+        {"attempts": "1"},
+        connection="replaced",
+        client_closes=True,
         options={"max_response_bytes": 1024},
     ),
     "body over the size cap, 1 MiB, Content-Length": Row(
@@ -861,8 +884,13 @@ async def test_caller_deadline_during_a_hanging_connect_is_not_outcome_unknown(
 ) -> None:
     """A caller deadline that runs out while the connect still hangs (connect timeout longer than
     the deadline) left no byte of the request on the wire: the caller gets its answer in time,
-    the gateway saw nothing, and the status must not claim ``outcome=UNKNOWN`` (the error table
-    keeps that for failures after the request was sent)."""
+    DEADLINE_EXCEEDED/UPSTREAM_TIMEOUT with no ``outcome=UNKNOWN`` (the error table keeps that for
+    failures after the request was sent), the gateway saw nothing, and the next call is clean.
+
+    The case is determined: the attempt's budget is the deadline, the adapter caps the connect
+    timeout by it, and aiohttp arms the whole request's timer before the connect timer, so the
+    deadline's timer is the one that expires. (A connect timeout shorter than the deadline is
+    the "connect hangs" row of the fault matrix above: UNAVAILABLE/UPSTREAM_UNAVAILABLE.)"""
     server = await start_fault_server()
     stub = await adapter_for(start_adapter, server.url)  # connect timeout: the default 5 s
     assert (await create_session(stub)).result == pb.RESULT_SUCCESS
@@ -875,6 +903,9 @@ async def test_caller_deadline_during_a_hanging_connect_is_not_outcome_unknown(
 
     assert elapsed < 1.0 + SLACK
     assert len(server.requests) == requests, "no request reached the gateway"
-    assert failure.info.reason in {"UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT"}
+    assert (failure.code, failure.info.reason, dict(failure.info.metadata)) == (
+        DEADLINE_EXCEEDED,
+        "UPSTREAM_TIMEOUT",
+        {"attempts": "1"},
+    )
     await assert_next_call_is_clean(stub, server, baseline, caplog)
-    assert "outcome" not in failure.info.metadata, dict(failure.info.metadata)

@@ -84,15 +84,16 @@ def _is_caller_key(key: str) -> bool:
     )
 
 
-def _only_existing(**options: Any) -> dict[str, Any]:
-    """The upstream options this version of UpstreamSettings has (some are being added)."""
-    known = {f.name for f in dataclasses.fields(UpstreamSettings)}
-    return {name: value for name, value in options.items() if name in known}
-
-
 # One attempt and no circuit breaker: each example's answer is mapped on its own, and a shared
 # server carries no state (failure counts, an open circuit) from one example to the next.
-ONE_ATTEMPT = _only_existing(retry_max_attempts=1, breaker_failure_threshold=0)
+# make_settings applies these with dataclasses.replace, so a setting renamed or removed is a
+# TypeError in the rig, never a silently dropped option.
+ONE_ATTEMPT: dict[str, Any] = {"retry_max_attempts": 1, "breaker_failure_threshold": 0}
+
+
+def test_one_attempt_names_only_existing_settings() -> None:
+    """Every option the fuzz rigs turn off is a field of UpstreamSettings under that name."""
+    assert set(ONE_ATTEMPT) - {f.name for f in dataclasses.fields(UpstreamSettings)} == set()
 
 
 async def outcome(
