@@ -8,26 +8,41 @@ plugs the embedded gateway into the transport seam when the settings ask for it.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from adapter.config import Settings
+from adapter.config import Settings, read_secret_file
 from adapter.embedded import EmbeddedGateway, EmbeddedTransport
+from adapter.rotation import FileWatch
 from adapter.server import AdapterServer, http_transport
 from adapter.transport import Transport
 
 __all__ = ["build_server", "build_transport", "embedded_accounts"]
 
 
-def build_transport(settings: Settings) -> Transport:
+def build_transport(settings: Settings, watch: FileWatch | None = None) -> Transport:
     """The embedded gateway in-process, or the HTTP client for a real gateway URL.
 
-    Raises ``ConfigError`` when a CA bundle or client certificate cannot be loaded.
+    With ``watch``, the in-process gateway's accounts follow the merchants' password files, so
+    that a rotation tried against it works as it would against a gateway whose password the
+    merchant changed. Raises ``ConfigError`` when a CA bundle or client certificate cannot be
+    loaded.
     """
-    if settings.upstream.is_embedded:
-        return EmbeddedTransport(
-            EmbeddedGateway(embedded_accounts(settings)), settings.upstream.api_version
-        )
-    return http_transport(settings)
+    if not settings.upstream.is_embedded:
+        return http_transport(settings)
+    gateway = EmbeddedGateway(embedded_accounts(settings))
+    for merchant, credentials in settings.merchants.items():
+        if watch is not None and credentials.password_file is not None:
+            watch.add(
+                f"embedded gateway: merchants.{merchant}.password_file",
+                [credentials.password_file],
+                partial(_set_password, gateway, merchant, credentials.password_file),
+            )
+    return EmbeddedTransport(gateway, settings.upstream.api_version)
+
+
+def _set_password(gateway: EmbeddedGateway, merchant: str, path: str) -> None:
+    gateway.set_password(merchant, read_secret_file(path, f"merchants.{merchant}.password_file"))
 
 
 def embedded_accounts(settings: Settings) -> dict[str, str]:
@@ -46,4 +61,10 @@ def build_server(
 
     ``options`` go to ``AdapterServer`` as they are.
     """
-    return AdapterServer(settings, transport, transport_factory=build_transport, **options)
+    server = AdapterServer(
+        settings,
+        transport,
+        transport_factory=lambda settings: build_transport(settings, server.watch),
+        **options,
+    )
+    return server

@@ -261,3 +261,18 @@ async def test_a_rotated_server_certificate_serves_new_connections(tmp_path: Pat
 
         assert await eventually(new_certificate_served)
         assert (await create(before)).result == pb.RESULT_SUCCESS
+
+
+async def test_the_embedded_gateway_follows_a_rotated_password(tmp_path: Path) -> None:
+    """Serving from the embedded gateway, a rotated password file is in force on both sides, so
+    calls go on succeeding after the rotation."""
+    password_file = tmp_path / "password"
+    password_file.write_text(PASSWORD + "\n")
+    credentials = MerchantCredentials(MERCHANT, Secret(PASSWORD), str(password_file))
+    settings = dataclasses.replace(
+        make_settings(), merchants=MappingProxyType({MERCHANT: credentials})
+    )
+    async with build_server(settings, watch_interval=3600) as server:
+        replace_file(password_file, "a rotated password")
+        server.reload()
+        assert await call(server.address, "") == grpc.StatusCode.OK
