@@ -701,8 +701,13 @@ def _listen_address(where: str, text: str) -> ListenAddress:
 def _bounded(where: str, value: float, low: float, high: float) -> None:
     _require(
         math.isfinite(value) and low <= value <= high,
-        f"{where} must be {low:g} to {high:g}",
+        f"{where} must be {_number(low)} to {_number(high)}, not {_number(value)}",
     )
+
+
+def _number(value: float) -> str:
+    """A bound as an operator wrote it: 67108864, not 6.71089e+07; 0.001, not 1e-03."""
+    return str(int(value)) if math.isfinite(value) and float(value).is_integer() else repr(value)
 
 
 def _require(condition: bool, message: str) -> None:

@@ -25,25 +25,59 @@ def config(tmp_path: Path, text: str) -> str:
 
 
 OUT_OF_RANGE = {
-    "max_message_bytes": "[server]\nmax_message_bytes = 2147483648\n",
-    "max_concurrent_rpcs": "[server]\nmax_concurrent_rpcs = 2147483648\n",
-    "max_connections": "[server]\nmax_connections = 0\n",
-    "api_version": "[upstream]\napi_version = 1001\n",
-    "pool_size": "[upstream]\npool_size = 99999999999\n",
-    "retry_max_attempts": "[upstream]\nretry_max_attempts = 1000\n",
-    "breaker_failure_threshold": "[upstream]\nbreaker_failure_threshold = -1\n",
-    "max_response_bytes": "[upstream]\nmax_response_bytes = 9223372036854775807\n",
-    "keepalive_seconds": "[server]\nkeepalive_seconds = 0\n",
-    "gateway max_connections": "[gateway]\nmax_connections = 2147483648\n",
+    "max_message_bytes": (
+        "[server]\nmax_message_bytes = 2147483648\n",
+        "server.max_message_bytes must be 1024 to 67108864, not 2147483648",
+    ),
+    "max_concurrent_rpcs": (
+        "[server]\nmax_concurrent_rpcs = 2147483648\n",
+        "server.max_concurrent_rpcs must be 1 to 100000, not 2147483648",
+    ),
+    "max_connections": (
+        "[server]\nmax_connections = 0\n",
+        "server.max_connections must be 1 to 100000, not 0",
+    ),
+    "api_version": (
+        "[upstream]\napi_version = 1001\n",
+        "upstream.api_version must be 1 to 1000, not 1001",
+    ),
+    "pool_size": (
+        "[upstream]\npool_size = 99999999999\n",
+        "upstream.pool_size must be 1 to 10000, not 99999999999",
+    ),
+    "retry_max_attempts": (
+        "[upstream]\nretry_max_attempts = 1000\n",
+        "upstream.retry_max_attempts must be 1 to 10, not 1000",
+    ),
+    "breaker_failure_threshold": (
+        "[upstream]\nbreaker_failure_threshold = -1\n",
+        "upstream.breaker_failure_threshold must be 0 to 10000, not -1",
+    ),
+    "max_response_bytes": (
+        "[upstream]\nmax_response_bytes = 9223372036854775807\n",
+        "upstream.max_response_bytes must be 1024 to 67108864, not 9223372036854775807",
+    ),
+    "keepalive_seconds": (
+        "[server]\nkeepalive_seconds = 0\n",
+        "server.keepalive_seconds must be 1 to 86400, not 0",
+    ),
+    "timeout_seconds": (
+        "[upstream]\ntimeout_seconds = 0.0001\n",
+        "upstream.timeout_seconds must be 0.001 to 3600, not 0.0001",
+    ),
+    "gateway max_connections": (
+        "[gateway]\nmax_connections = 2147483648\n",
+        "gateway.max_connections must be 1 to 10000, not 2147483648",
+    ),
 }
 
 
-@pytest.mark.parametrize("text", OUT_OF_RANGE.values(), ids=OUT_OF_RANGE.keys())
-async def test_every_integer_setting_is_bounded(tmp_path: Path, text: str) -> None:
-    """A number outside its documented range is one line and exit 2, never a traceback."""
+@pytest.mark.parametrize(("text", "message"), OUT_OF_RANGE.values(), ids=OUT_OF_RANGE.keys())
+async def test_every_integer_setting_is_bounded(tmp_path: Path, text: str, message: str) -> None:
+    """Out of range: one line, exit 2, naming the range and the value as the operator wrote them."""
     code, out, err = await run("serve", "--config", config(tmp_path, text))
     assert (code, out, err.count("\n")) == (2, "", 1)
-    assert " must be " in err
+    assert err.rstrip("\n").endswith(f": {message}")
 
 
 @pytest.mark.parametrize(
