@@ -13,22 +13,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from adapter.app import build_server
-from adapter.config import DEMO_MERCHANT, Settings, load_settings, parse_host_port
+from adapter.config import (
+    DEMO_MERCHANT,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    LogSettings,
+    Settings,
+    load_settings,
+    parse_host_port,
+)
 from adapter.embedded.standalone import StandaloneGateway
 from adapter.errors import ConfigError
+from adapter.logs import configure_logging
 from adapter.server import AdapterServer, serve
 
 EXIT_CONFIG = 2
-
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,10 +67,14 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
         command.add_argument(
             "--log-level",
-            default="INFO",
             type=_log_level,
             metavar="LEVEL",
-            help=f"one of {', '.join(LOG_LEVELS)} (any case)",
+            help=f"one of {', '.join(LOG_LEVELS)} (any case); over [log] level",
+        )
+        command.add_argument(
+            "--log-format",
+            choices=LOG_FORMATS,
+            help="text (the default) or json, one object a line; over [log] format",
         )
     serve_cmd.add_argument(
         "--upstream", metavar="URL|embedded", help="gateway base URL, or 'embedded'"
@@ -76,17 +85,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script; exits with the command's status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    # Until the settings are read, warnings from reading them go out as text at the flag's level.
+    configure_logging(LogSettings(level=args.log_level or "INFO"))
+    log_flags = {"log_level": args.log_level, "log_format": args.log_format}
     try:
         if args.command == "serve":
-            settings = load_settings(args.config, listen=args.listen, upstream=args.upstream)
+            settings = load_settings(
+                args.config, listen=args.listen, upstream=args.upstream, **log_flags
+            )
+            configure_logging(settings.log)
             asyncio.run(_serve(settings))
         else:
-            settings = load_settings(args.config, for_gateway=True)
+            settings = load_settings(args.config, for_gateway=True, **log_flags)
+            configure_logging(settings.log)
             asyncio.run(_run_gateway(settings, args.listen))
     except ConfigError as exc:
         print(f"nvp-adapter: error: {exc}", file=sys.stderr)

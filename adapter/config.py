@@ -144,6 +144,9 @@ class ServerSettings:
     """A new connection must finish its TLS and HTTP/2 handshake within this."""
     max_connections: int = 1000
     """Client connections open at once at most; grpc refuses more."""
+    drain_seconds: float = 0.0
+    """After SIGTERM: health is NOT_SERVING at once, yet calls are still taken for this long
+    (set it to the readiness probe's period), before the grace period begins."""
 
     def __post_init__(self) -> None:
         address = _listen_address("server.listen", self.listen)
@@ -155,6 +158,7 @@ class ServerSettings:
             "server.insecure = true to serve plaintext on it anyway",
         )
         _bounded("server.grace_seconds", self.grace_seconds, 0, 3600)
+        _bounded("server.drain_seconds", self.drain_seconds, 0, 3600)
         _bounded("server.max_concurrent_rpcs", self.max_concurrent_rpcs, 1, 100_000)
         _bounded("server.max_message_bytes", self.max_message_bytes, 1024, 64 * MIB)
         _bounded("server.keepalive_seconds", self.keepalive_seconds, 1, 86_400)
@@ -270,6 +274,46 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """The ``[metrics]`` table: Prometheus text at ``/metrics``; no listener when ``listen`` is
+    absent."""
+
+    listen: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.listen is not None:
+            address = _listen_address("metrics.listen", self.listen)
+            _require(not address.is_unix, "metrics.listen: expected HOST:PORT")
+
+    @property
+    def address(self) -> ListenAddress | None:
+        return None if self.listen is None else parse_listen(self.listen)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The ``[log]`` table: the level (any case) and the format of every log line."""
+
+    level: str = "INFO"
+    format: str = "text"
+
+    def __post_init__(self) -> None:
+        _require(
+            self.level.upper() in LOG_LEVELS,
+            f"log.level {self.level!r}: use one of {', '.join(LOG_LEVELS)} (any case)",
+        )
+        object.__setattr__(self, "level", self.level.upper())
+        _require(
+            self.format in LOG_FORMATS,
+            f"log.format {self.format!r}: use one of {', '.join(LOG_FORMATS)}",
+        )
+
+
+@dataclass(frozen=True)
 class CallerSettings:
     """A ``[callers.NAME]`` table: one caller, how it proves who it is, which merchants it may use.
 
@@ -324,6 +368,8 @@ class Settings:
     )
     """Empty: no caller authentication (the sidecar case)."""
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:
         _require(bool(self.merchants), "no merchants configured: add a [merchants.<ID>] table")
@@ -366,6 +412,8 @@ def load_settings(
     *,
     listen: str | None = None,
     upstream: str | None = None,
+    log_level: str | None = None,
+    log_format: str | None = None,
     for_gateway: bool = False,
 ) -> Settings:
     """Settings from a TOML file (or defaults), with the command line's flags over it.
@@ -374,7 +422,9 @@ def load_settings(
     the accounts it accepts; the adapter's rule on how it authenticates to its gateway (a
     merchant with no password needs ``upstream.client_cert_file``) does not apply.
     """
-    settings = _load_settings(path, listen=listen, upstream=upstream)
+    settings = _load_settings(
+        path, listen=listen, upstream=upstream, log_level=log_level, log_format=log_format
+    )
     if not for_gateway:
         try:
             _check_adapter_credentials(settings)
@@ -410,10 +460,12 @@ def _load_settings(
     *,
     listen: str | None = None,
     upstream: str | None = None,
+    log_level: str | None = None,
+    log_format: str | None = None,
 ) -> Settings:
     document = _read_toml(Path(path)) if path is not None else {}
     try:
-        _refuse_unknown(document, {"server", "upstream", "merchants", "callers", "gateway"}, "")
+        _refuse_unknown(document, _TABLES, "")
         server_table = dict(_table(document, "server"))
         upstream_table = dict(_table(document, "upstream"))
         gateway_table = dict(_table(document, "gateway"))
@@ -424,6 +476,13 @@ def _load_settings(
         server = _build(ServerSettings, _with_tls(server_table, "server"), "server")
         upstream_settings = _build(UpstreamSettings, upstream_table, "upstream")
         gateway = _build(GatewaySettings, _with_tls(gateway_table, "gateway"), "gateway")
+        metrics = _build(MetricsSettings, _table(document, "metrics"), "metrics")
+        log_table = dict(_table(document, "log"))
+        if log_level is not None:
+            log_table["level"] = log_level
+        if log_format is not None:
+            log_table["format"] = log_format
+        log_settings = _build(LogSettings, log_table, "log")
         callers = types.MappingProxyType(
             {
                 name: _caller(name, _table(document["callers"], name))
@@ -436,14 +495,27 @@ def _load_settings(
                 for merchant in _table(document, "merchants")
             }
             return Settings(
-                server, upstream_settings, types.MappingProxyType(merchants), callers, gateway
+                server,
+                upstream_settings,
+                types.MappingProxyType(merchants),
+                callers,
+                gateway,
+                metrics,
+                log_settings,
             )
         # The demo account exists only on the embedded gateway, in-process or on loopback.
         _require(
             upstream_settings.is_embedded or upstream_settings.is_loopback,
             "no [merchants] configured: a real gateway needs each merchant's credentials",
         )
-        return Settings(server, upstream_settings, callers=callers, gateway=gateway)
+        return Settings(
+            server,
+            upstream_settings,
+            callers=callers,
+            gateway=gateway,
+            metrics=metrics,
+            log=log_settings,
+        )
     except ConfigError as exc:
         if path is None:
             raise
@@ -471,6 +543,7 @@ def _refuse_unknown(table: Mapping[str, Any], known: set[str], prefix: str) -> N
         _require(key in known, f"unknown key '{prefix}{key}'")
 
 
+_TABLES = {"server", "upstream", "merchants", "callers", "gateway", "metrics", "log"}
 _PASSWORD_SOURCES = ("password", "password_env", "password_file")
 _TOKEN_SOURCES = ("token_env", "token_file", "token_sha256")
 _TLS_KEYS = {f.name for f in dataclasses.fields(TlsFiles)}
