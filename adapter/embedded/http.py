@@ -3,7 +3,7 @@
 >>> runner, port = await start_http_gateway(gateway, "127.0.0.1", 0)  # doctest: +SKIP
 >>> await runner.cleanup()  # doctest: +SKIP
 
-Every connection goes through a ``ConnectionGuard`` (``connections.py``): a cap on open
+Every connection goes through a ``ConnectionGuard`` (``adapter/http_guard.py``): a cap on open
 connections, a time limit for each request to arrive, and one for idle keep-alive connections,
 all from ``GatewaySettings``. Over TLS, a verified client certificate's subject CN is handed to
 the gateway as the merchant it speaks for (certificate authentication).
@@ -19,13 +19,12 @@ from aiohttp import web
 
 from adapter import nvp
 from adapter.config import GatewaySettings
-from adapter.embedded.connections import (
-    REFUSAL_LOG_INTERVAL_SECONDS,
-    ConnectionGuard,
-    GuardedSite,
-    SslContextSource,
-)
 from adapter.embedded.gateway import EmbeddedGateway, GatewayReply, request_too_large
+from adapter.http_guard import (
+    REFUSAL_LOG_INTERVAL_SECONDS,
+    SslContextSource,
+    start_guarded_app,
+)
 
 __all__ = ["MAX_BODY_BYTES", "ROUTE", "create_app", "start_http_gateway"]
 
@@ -124,24 +123,13 @@ async def start_http_gateway(
         source = lambda: fixed  # noqa: E731 (a one-line closure is the clearest form here)
     else:
         source = ssl_context
-    runner = web.AppRunner(create_app(gateway), access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)
-
-    def new_handler() -> web.RequestHandler:
-        server = runner.server
-        if server is None:  # connections are accepted only after runner.setup()
-            raise RuntimeError("the runner is not set up")
-        return server()
-
-    guard = ConnectionGuard(
-        new_handler, settings or GatewaySettings(), source, log_interval=log_interval
+    return await start_guarded_app(
+        create_app(gateway),
+        host,
+        port,
+        settings or GatewaySettings(),
+        source,
+        log_interval=log_interval,
+        logger=log,
+        shutdown_timeout=_SHUTDOWN_SECONDS,
     )
-    runner.app.middlewares.append(guard.middleware)
-    await runner.setup()
-    try:
-        await GuardedSite(runner, host, port, guard).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    # With port 0 and a name that resolves to several addresses, each may get its own port;
-    # the first is the one reported.
-    return runner, int(runner.addresses[0][1])

@@ -1,5 +1,8 @@
-"""Bounds on the HTTP face's connections: how many are open, how long a request may take to
+"""Bounds on an aiohttp server's connections: how many are open, how long a request may take to
 arrive, how long a kept-alive connection may sit idle; refusals logged once per interval.
+
+Both HTTP faces of the project use it: the embedded gateway (``nvp-adapter gateway``) and the
+adapter's ``/metrics`` listener (``adapter.metrics``).
 
 Why this is written here rather than configured: aiohttp's server has no limit on open
 connections and no header-read timeout (a client that sends one header line every few seconds
@@ -42,11 +45,27 @@ from typing import Any
 
 from aiohttp import web
 
-from adapter.config import GatewaySettings
+__all__ = [
+    "ConnectionGuard",
+    "ConnectionLimits",
+    "GuardedSite",
+    "SslContextSource",
+    "start_guarded_app",
+]
 
-__all__ = ["ConnectionGuard", "GuardedSite", "SslContextSource"]
+log = logging.getLogger("adapter.http")
 
-log = logging.getLogger("adapter.embedded.http")
+
+class ConnectionLimits(typing.Protocol):
+    """What bounds a server's connections (``config.GatewaySettings`` is one)."""
+
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def request_timeout_seconds(self) -> float: ...
+    @property
+    def keepalive_timeout_seconds(self) -> float: ...
+
 
 SslContextSource = Callable[[], ssl.SSLContext]
 """Gives the TLS context in force; called once for each new connection."""
@@ -73,9 +92,13 @@ class RefusalLog:
     """
 
     def __init__(
-        self, settings: GatewaySettings, interval: float = REFUSAL_LOG_INTERVAL_SECONDS
+        self,
+        settings: ConnectionLimits,
+        interval: float = REFUSAL_LOG_INTERVAL_SECONDS,
+        logger: logging.Logger = log,
     ) -> None:
         self._settings = settings
+        self._log_to = logger
         self._interval = interval
         self._counts: Counter[_Refusal] = Counter()
         self._started = 0.0
@@ -101,7 +124,7 @@ class RefusalLog:
 
     def _log(self, seconds: float) -> None:
         if self._counts:
-            log.warning("%s", self._describe(seconds))
+            self._log_to.warning("%s", self._describe(seconds))
             self._counts.clear()
 
     def _describe(self, elapsed: float) -> str:
@@ -307,13 +330,14 @@ class ConnectionGuard:
     def __init__(
         self,
         new_handler: Callable[[], asyncio.Protocol],
-        settings: GatewaySettings,
+        settings: ConnectionLimits,
         ssl_context: SslContextSource | None = None,
         *,
         log_interval: float = REFUSAL_LOG_INTERVAL_SECONDS,
+        logger: logging.Logger = log,
     ) -> None:
         self.settings = settings
-        self.refusals = RefusalLog(settings, log_interval)
+        self.refusals = RefusalLog(settings, log_interval, logger)
         self._handler_factory = new_handler
         self._ssl_context = ssl_context
         self._open: set[_GuardedConnection] = set()
@@ -455,3 +479,42 @@ class GuardedSite(web.BaseSite):
             return False
         number = fileno()
         return number != -1 and number in {s.fileno() for s in server.sockets}
+
+
+async def start_guarded_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    limits: ConnectionLimits,
+    ssl_context: SslContextSource | None = None,
+    *,
+    log_interval: float = REFUSAL_LOG_INTERVAL_SECONDS,
+    logger: logging.Logger = log,
+    shutdown_timeout: float = 1.0,
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0: any free port) behind a ``ConnectionGuard``.
+
+    Returns the runner (stop it with ``await runner.cleanup()``) and the bound port. A failed
+    bind cleans up and re-raises the OSError.
+    """
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+
+    def new_handler() -> web.RequestHandler:
+        server = runner.server
+        if server is None:  # connections are accepted only after runner.setup()
+            raise RuntimeError("the runner is not set up")
+        return server()
+
+    guard = ConnectionGuard(
+        new_handler, limits, ssl_context, log_interval=log_interval, logger=logger
+    )
+    runner.app.middlewares.append(guard.middleware)
+    await runner.setup()
+    try:
+        await GuardedSite(runner, host, port, guard).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    # With port 0 and a name that resolves to several addresses, each may get its own port;
+    # the first is the one reported.
+    return runner, int(runner.addresses[0][1])
