@@ -23,8 +23,10 @@ from typing import Any
 
 import grpc
 
+from adapter.access import current_record
 from adapter.config import CallerSettings
 from adapter.errors import CallerUnauthenticated
+from adapter.interceptors import Behaviour, responses, wrap_behaviour
 from adapter.redaction import Secret
 from adapter.status import rich_status
 
@@ -106,9 +108,6 @@ def _bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> bytes | None:
     return None
 
 
-Behaviour = Callable[..., Any]
-
-
 class CallerAuthentication(grpc.aio.ServerInterceptor):
     """Refuses every unauthenticated call but health's, and names the caller for the handler."""
 
@@ -130,42 +129,35 @@ class CallerAuthentication(grpc.aio.ServerInterceptor):
             or method.startswith(UNAUTHENTICATED_SERVICES)
         ):
             return handler
-        # grpc's handlers are named tuples: the one behaviour set is replaced by a guarded one.
-        if handler.unary_unary is not None:
-            wrapped = {"unary_unary": self._unary(handler.unary_unary, method)}
-        elif handler.stream_unary is not None:
-            wrapped = {"stream_unary": self._unary(handler.stream_unary, method)}
-        elif handler.unary_stream is not None:
-            wrapped = {"unary_stream": self._streaming(handler.unary_stream, method)}
-        elif handler.stream_stream is not None:
-            wrapped = {"stream_stream": self._streaming(handler.stream_stream, method)}
-        else:
-            return handler
-        return handler._replace(**wrapped)  # type: ignore[attr-defined,no-any-return]
+        return wrap_behaviour(handler, self._unary, self._streaming)
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         caller = self._callers.identify(
             tuple(context.invocation_metadata() or ()), context.auth_context()
         )
+        record = current_record()
         if caller is None:
-            failure = CallerUnauthenticated()
-            log.warning("rpc=%s code=UNAUTHENTICATED reason=CALLER_UNAUTHENTICATED", method)
-            await context.abort_with_status(rich_status(failure).to_grpc())
+            status = rich_status(CallerUnauthenticated())
+            if record is not None:
+                record.reason = status.reason
+            await context.abort_with_status(status.to_grpc())
+        elif record is not None:
+            record.caller = caller.name
         _current.set(caller)
 
-    def _unary(self, behaviour: Behaviour, method: str) -> Behaviour:
+    def _unary(self, behaviour: Behaviour) -> Behaviour:
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await self._authenticate(context, method)
+            await self._authenticate(context)
             return await behaviour(request, context)
 
         return authenticated
 
-    def _streaming(self, behaviour: Behaviour, method: str) -> Behaviour:
+    def _streaming(self, behaviour: Behaviour) -> Behaviour:
         async def authenticated(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            await self._authenticate(context, method)
-            async for response in behaviour(request, context):
+            await self._authenticate(context)
+            async for response in responses(behaviour(request, context)):
                 yield response
 
         return authenticated

@@ -37,6 +37,7 @@ FIELDS = (
     "duration_ms",
     "correlation_id",
     "trace_id",
+    "status_message",
 )
 """The access line's fields, in the order a text line shows them."""
 _PLAIN = re.compile(r"[A-Za-z0-9_.:/@+-]{1,200}")

@@ -24,14 +24,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from adapter.access import CallObserver
 from adapter.callers import CallerAuthentication, Callers
 from adapter.config import (
+    ListenAddress,
     Settings,
     read_secret_file,
     token_digest,
 )
 from adapter.errors import ConfigError
 from adapter.listeners import bind, server_options
+from adapter.metrics import Metrics, MetricsListener, upstream_label
 from adapter.redaction import Secret
 from adapter.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
 from adapter.schema import SESSION_SERVICE
@@ -125,24 +128,38 @@ class AdapterServer:
         self._client: UpstreamClient | None = None
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None
+        self.metrics: Metrics | None = None
+        """The counters, when ``[metrics] listen`` is set; served at ``metrics_port``."""
+        self._metrics_listener: MetricsListener | None = None
+        self.metrics_port = 0
+        self._drain_cut = asyncio.Event()
 
     async def start(self) -> None:
         """Bind and start serving; raise ``ConfigError`` if an address or a file cannot be used."""
         server_settings = self.settings.server
         tls = ServerTls(server_settings.tls) if server_settings.tls is not None else None
         callers = Callers(self.settings.callers)
+        metrics_address = self.settings.metrics.address
+        if metrics_address is not None:
+            self.metrics = Metrics(upstream_label(self.settings.upstream))
+        observer = CallObserver(self.metrics)
         server = grpc.aio.server(
             options=server_options(server_settings),
             maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
-            interceptors=[CallerAuthentication(callers)],
+            interceptors=[observer, CallerAuthentication(callers)],
         )
         health_server: grpc.aio.Server | None = None
         transport = self._transport or self._transport_factory(self.settings)
         try:
             self.address, self.port = bind(server, server_settings.address, "server.listen", tls)
             if (address := server_settings.health_address) is not None:
-                health_server = grpc.aio.server(options=server_options(server_settings))
+                health_server = grpc.aio.server(
+                    options=server_options(server_settings), interceptors=[observer]
+                )
                 self.health_address, _ = bind(health_server, address, "server.health_listen")
+            if self.metrics is not None and metrics_address is not None:
+                self._metrics_listener = await _listen_for_scrapes(self.metrics, metrics_address)
+                self.metrics_port = self._metrics_listener.port
         except ConfigError:
             await transport.aclose()
             raise
@@ -153,7 +170,8 @@ class AdapterServer:
             transport,
             self.settings.upstream,
             self.settings.merchants,
-            on_circuit_change=self._circuit_health,
+            on_circuit_change=self._on_circuit_change,
+            metrics=self.metrics,
         )
         server.add_generic_rpc_handlers(
             (session_service(self._client, max_message_bytes=server_settings.max_message_bytes),)
@@ -202,23 +220,33 @@ class AdapterServer:
             paths = [files.cert_file, files.key_file, *filter(None, [files.client_ca_file])]
             self.watch.add("server.tls", paths, tls.load)
 
+    def _on_circuit_change(self, opened: bool) -> None:
+        if self._circuit_health is not None:
+            self._circuit_health(opened)
+        if self.metrics is not None:
+            self.metrics.circuit(opened)
+
     def reload(self) -> None:
         """Read every watched file again now (SIGHUP); a file that fails keeps its old value."""
         log.info("reloading secrets and certificates")
         self.watch.reload()
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health NOT_SERVING, refuse new calls, finish calls in flight, close the pool.
+        """Health NOT_SERVING, drain, refuse new calls, finish calls in flight, close the pool.
 
         ``grace`` defaults to the configured grace period; 0 cancels calls in flight at once.
-        Safe to call twice; a second call with ``grace=0`` cuts a graceful stop short, and the
-        first call finishes the stop.
+        A graceful stop (``grace`` None) first drains: health reads NOT_SERVING at once while
+        calls are still taken for ``server.drain_seconds``, so that load balancers and probes
+        see the pod leave before its port closes. Safe to call twice; a second call with
+        ``grace=0`` cuts a graceful stop (its drain included) short, and the first call
+        finishes the stop.
         """
         server, client = self._server, self._client
         if server is None:
             return
         if self._stopping:  # a stop is under way: cut its grace short if asked, and leave it be
             if grace == 0:
+                self._drain_cut.set()
                 await server.stop(0)
             return
         self._stopping = True
@@ -226,11 +254,19 @@ class AdapterServer:
             self._watching.cancel()
             self._watching = None
         await self.health.enter_graceful_shutdown()
+        drain = self.settings.server.drain_seconds
+        if grace is None and drain > 0:
+            log.info("draining for %gs: health NOT_SERVING, calls still accepted", drain)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drain_cut.wait(), drain)
         await server.stop(self.settings.server.grace_seconds if grace is None else grace)
         self._server = None
         if self._health_server is not None:
             await self._health_server.stop(0)
             self._health_server = None
+        if self._metrics_listener is not None:
+            await self._metrics_listener.aclose()
+            self._metrics_listener = None
         if self._circuit_health is not None:
             await self._circuit_health.aclose()
         if client is not None:
@@ -254,6 +290,17 @@ class AdapterServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+async def _listen_for_scrapes(metrics: Metrics, address: ListenAddress) -> MetricsListener:
+    listener = MetricsListener(metrics, address.host, address.port)
+    try:
+        await listener.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"metrics.listen: cannot listen on {address}: {exc.strerror or exc}"
+        ) from None
+    return listener
 
 
 def _reload_password(client: UpstreamClient, merchant: str, path: str) -> None:

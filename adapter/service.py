@@ -2,7 +2,8 @@
 
 Every RPC goes through ``RpcBoundary``: an ``AdapterError`` becomes its rich status
 (``status.rich_status``), anything unexpected is logged once with its traceback and answered
-INTERNAL with a generic message, and each failure is logged as exactly one line. Everything that
+INTERNAL with a generic message, and what the access line says of the call (merchant, reason,
+attempts, HTTP status) goes into its ``access.CallRecord``. Everything that
 builds the answer runs inside the boundary's ``try``; should building the rich status itself
 fail, the caller still gets a minimal rich INTERNAL (``status.internal_status``), never a bare
 status.
@@ -11,20 +12,19 @@ status.
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from functools import partial
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import code_pb2
 
 from adapter import nvp
+from adapter.access import CallRecord, current_record
 from adapter.callers import current_caller
 from adapter.errors import AdapterError, MerchantNotAllowed, UpstreamError, UpstreamProtocolError
 from adapter.schema import OPERATIONS, SESSION_SERVICE, Operation
 from adapter.status import internal_status, rich_status
-from adapter.upstream import UpstreamClient
+from adapter.upstream import Answer, UpstreamClient
 
 log = logging.getLogger("adapter.rpc")
 
@@ -54,30 +54,28 @@ class RpcBoundary:
     async def handle(
         self, raw: bytes, context: grpc.aio.ServicerContext[bytes, Message]
     ) -> Message:
-        started = time.perf_counter()
+        record = current_record()
         try:
             request: Message | None = None
             try:
                 request = self.operation.parse_request(raw)
-                response = await self._respond(request, context)
+                if record is not None:
+                    _describe_request(record, request)
+                response, answer = await self._respond(request, context)
             except AdapterError as exc:
                 failure: Exception = exc
             except Exception as exc:  # noqa: BLE001 (the boundary: nothing escapes as a bare UNKNOWN)
                 self._log_unexpected("unexpected error", exc)
                 failure = exc
             else:
+                if record is not None:
+                    record.attempts, record.http_status = answer.attempts, answer.http_status
                 return response
             status = rich_status(failure, partial(self.operation.field_path, request=request))
             answer_status = status.to_grpc()
-            log.warning(
-                "rpc=%s code=%s reason=%s attempts=%s ms=%.1f message=%r",
-                self.operation.rpc_name,
-                code_pb2.Code.Name(status.proto.code),
-                status.reason,
-                failure.attempts if isinstance(failure, UpstreamError) else 0,
-                (time.perf_counter() - started) * 1000,
-                self._client.redact(status.proto.message),
-            )
+            if record is not None:
+                _describe_failure(record, failure, status.reason)
+                record.status_message = self._client.redact(status.proto.message)
         except Exception as exc:  # noqa: BLE001 (building the answer failed: answer the least one)
             self._log_unexpected("cannot build the error answer", exc)
             answer_status = _LAST_RESORT
@@ -86,8 +84,9 @@ class RpcBoundary:
 
     async def _respond(
         self, request: Message, context: grpc.aio.ServicerContext[bytes, Message]
-    ) -> Message:
-        """The response to a parsed request; raises the adapter's errors."""
+    ) -> tuple[Message, Answer]:
+        """The response to a parsed request, and the answer it came from; raises the adapter's
+        errors."""
         fields = self.operation.encode_request(request)
         _authorize(fields[nvp.MERCHANT])
         answer = await self._client.call(
@@ -101,12 +100,25 @@ class RpcBoundary:
                 f"{self._max_message_bytes}-byte limit",
                 attempts=answer.attempts,
             )
-        return response
+        return response, answer
 
     def _log_unexpected(self, what: str, exc: BaseException) -> None:
         # Not log.exception: the traceback is redacted first, as a frame may hold a password.
         trace = self._client.redact("".join(traceback.format_exception(exc)))
         log.error("rpc=%s %s\n%s", self.operation.rpc_name, what, trace)
+
+
+def _describe_request(record: CallRecord, request: Message) -> None:
+    """The request's merchant and correlation id, for the access line."""
+    record.merchant = getattr(request, "merchant", None) or None
+    record.correlation_id = getattr(request, "correlation_id", None) or None
+
+
+def _describe_failure(record: CallRecord, failure: Exception, reason: str) -> None:
+    record.reason = reason
+    if isinstance(failure, UpstreamError):
+        record.attempts = failure.attempts
+        record.http_status = getattr(failure, "http_status", None) or None
 
 
 def _authorize(merchant: str) -> None:

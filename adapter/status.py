@@ -125,6 +125,11 @@ def rich_status(exc: BaseException, field_path: FieldPath = str) -> RichStatus:
     return RichStatus(_fit(status), status.reason)
 
 
+def reason_of(exc: BaseException) -> str:
+    """The ErrorInfo reason ``exc`` is answered with (for metrics: no status is built)."""
+    return _classify(exc, str).reason
+
+
 def internal_status() -> RichStatus:
     """The least rich status: INTERNAL with its ErrorInfo, for when building one failed."""
     info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN)

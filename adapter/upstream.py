@@ -31,8 +31,10 @@ from adapter.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from adapter.metrics import Metrics
 from adapter.redaction import Redactor, Secret, scrub_error_answer
 from adapter.retry import RetryPolicy
+from adapter.status import reason_of
 from adapter.transport import RawReply, Transport
 
 log = logging.getLogger("adapter.upstream")
@@ -89,10 +91,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A successful answer's fields, and how many attempts it took."""
+    """A successful answer's fields, how many attempts it took, and its HTTP status."""
 
     fields: dict[str, str]
     attempts: int
+    http_status: int
 
 
 class UpstreamClient:
@@ -112,8 +115,10 @@ class UpstreamClient:
         merchants: Mapping[str, MerchantCredentials],
         *,
         on_circuit_change: Callable[[bool], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._transport = transport
+        self._metrics = metrics
         self._timeout = settings.timeout_seconds
         self._credentials = dict(merchants)
         self._retry = RetryPolicy(
@@ -172,12 +177,14 @@ class UpstreamClient:
         if credentials is None:
             raise MerchantNotAllowed(merchant)
         body = nvp.encode({**fields, **_credential_fields(merchant, credentials)})
+        operation = fields.get(nvp.API_OPERATION, "")
         loop = asyncio.get_running_loop()
         deadline = None if time_left is None else loop.time() + time_left
         attempt = 1
         while True:
             try:
-                return Answer(await self._attempt(body, deadline), attempt)
+                reply = await self._measured_attempt(operation, body, deadline)
+                return Answer(reply[0], attempt, reply[1])
             except UpstreamError as failure:
                 failure.attempts = attempt
                 delay = self._retry.delay(failure, attempt, repeatable)
@@ -187,7 +194,23 @@ class UpstreamClient:
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _attempt(self, body: bytes, deadline: float | None) -> dict[str, str]:
+    async def _measured_attempt(
+        self, operation: str, body: bytes, deadline: float | None
+    ) -> tuple[dict[str, str], int]:
+        """``_attempt``, counted in the metrics by its outcome: OK, or its ErrorInfo reason."""
+        metrics = self._metrics
+        if metrics is None:
+            return await self._attempt(body, deadline)
+        started = time.perf_counter()
+        try:
+            answer = await self._attempt(body, deadline)
+        except UpstreamError as failure:
+            metrics.attempt(operation, reason_of(failure), time.perf_counter() - started)
+            raise
+        metrics.attempt(operation, "OK", time.perf_counter() - started)
+        return answer
+
+    async def _attempt(self, body: bytes, deadline: float | None) -> tuple[dict[str, str], int]:
         """One attempt: a breaker admission, a slot, one HTTP exchange and its meaning."""
         loop = asyncio.get_running_loop()
         if deadline is not None and deadline <= loop.time():
@@ -200,7 +223,7 @@ class UpstreamClient:
                 budget = self._timeout
                 if deadline is not None:
                     budget = min(budget, deadline - loop.time())
-                reply = await self._transport.post(body, budget)
+                reply = await self._post(body, budget)
             finally:
                 self._slots.release()
             fields = interpret(reply)
@@ -214,7 +237,13 @@ class UpstreamClient:
             outcome = self.breaker.succeeded
         finally:
             outcome(probe)
-        return fields
+        return fields, reply.status
+
+    async def _post(self, body: bytes, budget: float) -> RawReply:
+        if self._metrics is None:
+            return await self._transport.post(body, budget)
+        with self._metrics.in_flight.track_inprogress():
+            return await self._transport.post(body, budget)
 
     async def _take_slot(self, deadline: float | None) -> None:
         wait = self._queue_timeout

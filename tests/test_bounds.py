@@ -165,15 +165,17 @@ async def test_an_answer_over_the_message_limit_is_logged_once(
     start_adapter: StartAdapter,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The refused answer is one log line from the adapter, naming the limit."""
-    caplog.set_level(logging.INFO, logger="adapter.rpc")
+    """The refused answer is one log line from the adapter, its access line, naming the limit."""
+    caplog.set_level(logging.INFO)
     scripted_upstream.reply(nvp.encode({**SUCCESS, "big": "b" * 100_000}), 201)
     settings = make_settings(scripted_upstream.url, max_response_bytes=MIB)
     stub = await start_adapter(with_message_limit(settings, 64 * 1024))
     await fail(stub)
-    lines = [r.getMessage() for r in caplog.records if r.name == "adapter.rpc"]
-    assert len(lines) == 1
-    assert "65536-byte limit" in lines[0]
+    lines = [r for r in caplog.records if r.name not in {"adapter.server", "adapter.upstream"}]
+    assert [(r.name, r.levelname, r.getMessage()) for r in lines] == [
+        ("adapter.access", "WARNING", "rpc")
+    ]
+    assert "65536-byte limit" in lines[0].__dict__["status_message"]
 
 
 # --- the gateway's text in a status is bounded -------------------------------------------------

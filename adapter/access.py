@@ -1,0 +1,194 @@
+"""One access line per RPC, and the RPC metrics: ``CallObserver``, the outermost interceptor.
+
+The observer opens a ``CallRecord`` for each call before any other interceptor or handler runs;
+what only they know (the caller, the merchant, the ErrorInfo reason, the upstream attempts and
+HTTP status) they write into ``current_record()``. When the call ends, however it ends, the
+observer writes the access line on the ``adapter.access`` logger and counts the call in
+``metrics.Metrics``.
+
+The line's level says whose the outcome is: a success or a caller's mistake at INFO, an upstream
+failure at WARNING, a fault of the adapter at ERROR (``level_of``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from adapter.interceptors import Behaviour, responses, wrap_behaviour
+from adapter.metrics import Metrics
+
+__all__ = ["CallObserver", "CallRecord", "current_record", "level_of"]
+
+log = logging.getLogger("adapter.access")
+
+MAX_LOGGED_CHARS = 128
+"""A caller's own text (a merchant id or correlation id that failed validation) is clipped to
+this in the access line: a line stays a line, whatever a caller sends."""
+
+_CALLERS_MISTAKES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+_ADAPTER_FAULTS = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNIMPLEMENTED})
+# INTERNAL is the gateway's fault (SERVER_FAILED, a malformed answer...) unless the reason says
+# the adapter itself went wrong: an unexpected error, or a request the adapter built badly.
+_ADAPTER_INTERNAL_REASONS = frozenset({"INTERNAL", "INVALID_REQUEST"})
+
+_current: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar(
+    "call_record", default=None
+)
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What the access line says of one call; filled in by whoever knows each part."""
+
+    rpc: str
+    caller: str | None = None
+    merchant: str | None = None
+    correlation_id: str | None = None
+    reason: str | None = None
+    """The ErrorInfo reason of a failure."""
+    status_message: str | None = None
+    """A failure's status message, with every configured password scrubbed."""
+    attempts: int | None = None
+    http_status: int | None = None
+    trace_id: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def fields(self, code: grpc.StatusCode, duration_ms: float) -> dict[str, Any]:
+        """The access line's fields, those with no value left out."""
+        values: dict[str, Any] = {
+            "rpc": self.rpc,
+            "merchant": _clipped(self.merchant),
+            "caller": self.caller,
+            "code": code.name,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "http_status": self.http_status,
+            "duration_ms": round(duration_ms, 2),
+            "correlation_id": _clipped(self.correlation_id),
+            "trace_id": self.trace_id,
+            "status_message": self.status_message,
+        }
+        return {name: value for name, value in values.items() if value is not None}
+
+
+def _clipped(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_LOGGED_CHARS:
+        return text
+    return text[:MAX_LOGGED_CHARS] + "…"
+
+
+def current_record() -> CallRecord | None:
+    """The record of the call being handled, or None outside an observed call."""
+    return _current.get()
+
+
+def level_of(code: grpc.StatusCode, reason: str | None) -> int:
+    """INFO for a success or a caller's mistake, WARNING for the gateway's, ERROR for ours."""
+    if code is grpc.StatusCode.OK or code in _CALLERS_MISTAKES:
+        return logging.INFO
+    if code in _ADAPTER_FAULTS or (
+        code is grpc.StatusCode.INTERNAL and (reason is None or reason in _ADAPTER_INTERNAL_REASONS)
+    ):
+        return logging.ERROR
+    return logging.WARNING
+
+
+Continuation = Callable[
+    [grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]
+]
+
+
+class CallObserver(grpc.aio.ServerInterceptor):
+    """Opens each call's ``CallRecord``; at its end writes the access line and counts the call."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(details)
+        if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED itself
+            return handler
+        method: str = details.method
+        return wrap_behaviour(
+            handler,
+            lambda behaviour: self._unary(behaviour, method),
+            lambda behaviour: self._streaming(behaviour, method),
+        )
+
+    def _unary(self, behaviour: Behaviour, method: str) -> Behaviour:
+        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            record = self._open(method)
+            try:
+                response = await behaviour(request, context)
+            except BaseException as exc:
+                self._close(record, method, _failure_code(exc, context))
+                raise
+            self._close(record, method, context.code() or grpc.StatusCode.OK)
+            return response
+
+        return observed
+
+    def _streaming(self, behaviour: Behaviour, method: str) -> Behaviour:
+        async def observed(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            record = self._open(method)
+            try:
+                async for response in responses(behaviour(request, context)):
+                    yield response
+            except BaseException as exc:
+                self._close(record, method, _failure_code(exc, context))
+                raise
+            self._close(record, method, context.code() or grpc.StatusCode.OK)
+
+        return observed
+
+    def _open(self, method: str) -> CallRecord:
+        record = CallRecord(rpc=method.rpartition("/")[2])
+        _current.set(record)
+        if self._metrics is not None:
+            self._metrics.rpc_started(method)
+        return record
+
+    def _close(self, record: CallRecord, method: str, code: grpc.StatusCode) -> None:
+        seconds = time.perf_counter() - record.started
+        try:
+            if self._metrics is not None:
+                self._metrics.rpc_handled(method, code, seconds)
+            level = level_of(code, record.reason)
+            if log.isEnabledFor(level):
+                log.log(level, "rpc", extra=record.fields(code, seconds * 1000))
+        except Exception:  # the call's own answer must not be lost to its bookkeeping
+            log.exception("cannot write the access line of %s", record.rpc)
+
+
+def _failure_code(
+    exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]
+) -> grpc.StatusCode:
+    """The code a call that raised ends with: the one it aborted with, else what grpc sends."""
+    code = context.code()
+    if code is not None and code is not grpc.StatusCode.OK:
+        return code
+    if isinstance(exc, asyncio.CancelledError):  # the caller went away, or its deadline passed
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN

@@ -1,0 +1,50 @@
+"""Wrapping a grpc.aio method handler's behaviour: the one piece every server interceptor needs.
+
+grpc's method handlers are named tuples with one behaviour set (``unary_unary``,
+``stream_unary``, ``unary_stream`` or ``stream_stream``); an interceptor that acts around a call
+replaces that one behaviour by a wrapped one. ``callers.CallerAuthentication`` and
+``access.CallObserver`` both do it through ``wrap_behaviour``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+__all__ = ["Behaviour", "responses", "wrap_behaviour"]
+
+Behaviour = Callable[..., Any]
+"""A handler's behaviour: ``(request, context)`` to a response, or to an async iterator of them."""
+
+
+def wrap_behaviour(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    unary: Callable[[Behaviour], Behaviour],
+    streaming: Callable[[Behaviour], Behaviour],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with its behaviour wrapped: by ``unary`` when it answers with one response,
+    by ``streaming`` when it answers with a stream."""
+    if handler.unary_unary is not None:
+        wrapped = {"unary_unary": unary(handler.unary_unary)}
+    elif handler.stream_unary is not None:
+        wrapped = {"stream_unary": unary(handler.stream_unary)}
+    elif handler.unary_stream is not None:
+        wrapped = {"unary_stream": streaming(handler.unary_stream)}
+    elif handler.stream_stream is not None:
+        wrapped = {"stream_stream": streaming(handler.stream_stream)}
+    else:
+        return handler
+    return handler._replace(**wrapped)  # type: ignore[attr-defined,no-any-return]
+
+
+async def responses(result: Any) -> AsyncIterator[Any]:
+    """The responses of a streaming behaviour's result, in both forms grpc.aio allows: an async
+    iterator of responses, or a coroutine that writes them itself (``context.write``)."""
+    if inspect.isawaitable(result):
+        await result
+        return
+    async for response in result:
+        yield response

@@ -1,0 +1,171 @@
+"""Prometheus metrics (prometheus-client), served as text at ``/metrics`` on ``[metrics] listen``.
+
+The gRPC names are those of the grpc-ecosystem interceptors (``grpc_server_started_total``,
+``grpc_server_handled_total``, ``grpc_server_handling_seconds``), so dashboards made for them
+work unchanged; the adapter's own are ``nvp_adapter_*``. A label only ever holds a name from the
+proto or the code (a service, a method, a status code, an operation, an ErrorInfo reason), the
+adapter's version or the gateway's host: never a secret, a merchant, a correlation id or a
+session id, so no caller can add a series.
+
+Each ``Metrics`` has its own registry (several servers in one process count apart), which also
+holds the process collector (memory, CPU, file descriptors).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import grpc
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from adapter.config import UpstreamSettings
+from adapter.http_guard import start_guarded_app
+
+__all__ = ["Metrics", "MetricsListener", "adapter_version"]
+
+log = logging.getLogger("adapter.metrics")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Seconds; up to a minute, past the 30-second default upstream timeout."""
+
+
+def adapter_version() -> str:
+    try:
+        return version("nvp-adapter")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
+
+
+def upstream_label(settings: UpstreamSettings) -> str:
+    """``embedded``, or the gateway's host name: never its URL, which may carry more."""
+    return "embedded" if settings.is_embedded else urlsplit(settings.url).hostname or "unknown"
+
+
+class Metrics:
+    """Every metric the adapter exports, on a registry of its own."""
+
+    def __init__(self, upstream: str) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        rpc = ("grpc_service", "grpc_method")
+        self._started = Counter(
+            "grpc_server_started_total",
+            "RPCs started on the server.",
+            rpc,
+            registry=self.registry,
+        )
+        self._handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, whatever their status code.",
+            (*rpc, "grpc_code"),
+            registry=self.registry,
+        )
+        self._handling = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from an RPC's start to its status, in seconds.",
+            rpc,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._attempts = Counter(
+            "nvp_adapter_upstream_requests_total",
+            "Upstream attempts: OK, or the attempt's ErrorInfo reason.",
+            ("operation", "outcome"),
+            registry=self.registry,
+        )
+        self._attempt_seconds = Histogram(
+            "nvp_adapter_upstream_request_duration_seconds",
+            "Time of one upstream attempt, from its start to the answer read, in seconds.",
+            ("operation",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "nvp_adapter_upstream_in_flight",
+            "Upstream attempts under way.",
+            registry=self.registry,
+        )
+        self._circuit = Gauge(
+            "nvp_adapter_circuit_open",
+            "1 while the circuit breaker fails calls fast, else 0.",
+            registry=self.registry,
+        )
+        Gauge(
+            "nvp_adapter_build_info",
+            "Always 1: the adapter's version and its upstream (embedded, or the gateway's host).",
+            ("version", "upstream"),
+            registry=self.registry,
+        ).labels(adapter_version(), upstream).set(1)
+
+    def rpc_started(self, method: str) -> None:
+        self._started.labels(*_service_method(method)).inc()
+
+    def rpc_handled(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        service, name = _service_method(method)
+        self._handled.labels(service, name, code.name).inc()
+        self._handling.labels(service, name).observe(seconds)
+
+    def attempt(self, operation: str, outcome: str, seconds: float) -> None:
+        """One upstream attempt ended: ``outcome`` is ``OK`` or its ErrorInfo reason."""
+        self._attempts.labels(operation, outcome).inc()
+        self._attempt_seconds.labels(operation).observe(seconds)
+
+    def circuit(self, opened: bool) -> None:
+        self._circuit.set(1 if opened else 0)
+
+
+def _service_method(method: str) -> tuple[str, str]:
+    """``/mpgs.gateway.v1.SessionService/CreateSession`` -> its service and method names."""
+    service, _, name = method.lstrip("/").partition("/")
+    return service, name
+
+
+@dataclass(frozen=True)
+class ScrapeLimits:
+    """The ``/metrics`` listener's connection bounds: a scraper needs few connections and fast."""
+
+    max_connections: int = 16
+    request_timeout_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 30.0
+
+
+class MetricsListener:
+    """``GET /metrics`` on ``host:port``, behind the same connection guard as every HTTP face."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self._metrics = metrics
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        """Bind and serve; raises OSError when the address cannot be used."""
+        app = web.Application()
+        app.router.add_get("/metrics", make_aiohttp_handler(self._metrics.registry))
+        self._runner, self.port = await start_guarded_app(
+            app, self._host, self._port, ScrapeLimits(), logger=log
+        )
+
+    async def aclose(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> MetricsListener:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
