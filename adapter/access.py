@@ -44,10 +44,10 @@ _CALLERS_MISTAKES = frozenset(
         grpc.StatusCode.CANCELLED,
     }
 )
-_ADAPTER_FAULTS = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNIMPLEMENTED})
-# INTERNAL is the gateway's fault (SERVER_FAILED, a malformed answer...) unless the reason says
-# the adapter itself went wrong: an unexpected error, or a request the adapter built badly.
-_ADAPTER_INTERNAL_REASONS = frozenset({"INTERNAL", "INVALID_REQUEST"})
+# The adapter's own faults: an unexpected error (reason INTERNAL), a request the adapter built
+# badly (INTERNAL INVALID_REQUEST), or an end the adapter did not decide (no reason: something
+# escaped to grpc). Every other failure with a reason is the gateway's (SERVER_FAILED, a
+# malformed answer, a timeout, an unknown cause...).
 
 _current: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar(
     "call_record", default=None
@@ -104,8 +104,10 @@ def level_of(code: grpc.StatusCode, reason: str | None) -> int:
     """INFO for a success or a caller's mistake, WARNING for the gateway's, ERROR for ours."""
     if code is grpc.StatusCode.OK or code in _CALLERS_MISTAKES:
         return logging.INFO
-    if code in _ADAPTER_FAULTS or (
-        code is grpc.StatusCode.INTERNAL and (reason is None or reason in _ADAPTER_INTERNAL_REASONS)
+    if (
+        reason is None
+        or reason == "INTERNAL"
+        or (code is grpc.StatusCode.INTERNAL and reason == "INVALID_REQUEST")
     ):
         return logging.ERROR
     return logging.WARNING

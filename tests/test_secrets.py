@@ -29,11 +29,18 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server, build_transport
 from adapter.config import CallerSettings, load_settings, token_digest
 from adapter.embedded import EmbeddedGateway
+from adapter.logs import TextFormatter, json_formatter
 from adapter.upstream import UpstreamClient
 from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, StartAdapter, make_settings
 
 # A password with characters that form-encoding changes, so both spellings are checked.
 ODD_PASSWORD = "p&ss=w+rd%/é 0f1e2d3c4b5a6978"
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Every record as the adapter writes it, in both formats: the access line's fields too."""
+    text, as_json = TextFormatter(), json_formatter()
+    return "\n".join(f"{text.format(r)}\n{as_json.format(r)}" for r in caplog.records)
 
 
 def forms(password: str) -> tuple[str, ...]:
@@ -121,7 +128,7 @@ async def test_an_echoed_password_never_reaches_caller_or_log(
     except grpc.aio.AioRpcError as error:
         seen += [str(error), repr(error), str(await rpc_status.aio.from_call(call))]
     assert scripted_upstream.requests[0]["apiPassword"] == password, "the password was sent"
-    for text in [*seen, caplog.text]:
+    for text in [*seen, logged(caplog)]:
         for form in forms(password):
             assert form not in text
 
@@ -152,7 +159,7 @@ async def test_a_malformed_header_quoting_the_request_leaks_nothing(
             await call
         status = await rpc_status.aio.from_call(call)
     assert "X-Echo apiOperation=" in status.message, "the parser's error quotes the line"
-    for text in [str(error.value), str(status), caplog.text]:
+    for text in [str(error.value), str(status), logged(caplog)]:
         for form in forms(PASSWORD):
             assert form not in text
 
@@ -175,9 +182,9 @@ async def test_unexpected_errors_are_logged_redacted(caplog: pytest.LogCaptureFi
         stub = session_service_pb2_grpc.SessionServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.CreateSession(pb.CreateSessionRequest(merchant=MERCHANT), timeout=5)
-    assert "RuntimeError: bug holding" in caplog.text
+    assert "RuntimeError: bug holding" in logged(caplog)
     for form in FORMS:
-        assert form not in caplog.text
+        assert form not in logged(caplog)
 
 
 async def test_reprs_hold_no_password() -> None:
@@ -241,7 +248,7 @@ async def test_caller_tokens_never_leave(tmp_path: Path, caplog: pytest.LogCaptu
         token_file.write_text("")  # a broken rotation logs an error line: it must not quote
         await asyncio.sleep(0.3)
         seen += [repr(server.settings), repr(caller), repr(server.watch)]
-    seen.append(caplog.text)
+    seen.append(logged(caplog))
     for secret in (TOKEN, token_digest(TOKEN).reveal()):
         assert not any(secret in text for text in seen)
 
@@ -264,6 +271,6 @@ async def test_proxy_credentials_never_leave(caplog: pytest.LogCaptureFixture) -
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call
         seen.append(f"{raised.value.details()} {await rpc_status.aio.from_call(call)}")
-    seen.append(caplog.text)
+    seen.append(logged(caplog))
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert not any(PROXY_PASSWORD in text for text in seen)
