@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -52,6 +53,7 @@ class Metrics:
 
     def __init__(self, upstream: str) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[object, ...], Any] = {}
         ProcessCollector(registry=self.registry)
         rpc = ("grpc_service", "grpc_method")
         self._started = Counter(
@@ -104,17 +106,27 @@ class Metrics:
         ).labels(adapter_version(), upstream).set(1)
 
     def rpc_started(self, method: str) -> None:
-        self._started.labels(*_service_method(method)).inc()
+        self._series(self._started, *_service_method(method)).inc()
 
     def rpc_handled(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         service, name = _service_method(method)
-        self._handled.labels(service, name, code.name).inc()
-        self._handling.labels(service, name).observe(seconds)
+        self._series(self._handled, service, name, code.name).inc()
+        self._series(self._handling, service, name).observe(seconds)
 
     def attempt(self, operation: str, outcome: str, seconds: float) -> None:
         """One upstream attempt ended: ``outcome`` is ``OK`` or its ErrorInfo reason."""
-        self._attempts.labels(operation, outcome).inc()
-        self._attempt_seconds.labels(operation).observe(seconds)
+        self._series(self._attempts, operation, outcome).inc()
+        self._series(self._attempt_seconds, operation).observe(seconds)
+
+    def _series(self, metric: Any, *labels: str) -> Any:
+        """The child of ``metric`` for ``labels``, looked up once: ``labels()`` takes a lock and
+        builds a key on every call, microseconds a call on the hot path. The keys are bounded:
+        methods the server registered, status codes, and the code's operations and reasons."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def circuit(self, opened: bool) -> None:
         self._circuit.set(1 if opened else 0)
