@@ -2,21 +2,24 @@
 off, under the same load.
 
 Usage: .venv/bin/python scripts/bench_observability.py [--calls 6000] [--concurrency 32]
-       [--warmup 1000] [--rounds 3]
+       [--warmup 1000] [--rounds 4]
 
-Each round starts ``nvp-adapter serve`` twice on loopback port 0 against the in-process embedded
-gateway, one after the other (alternating which goes first):
+Each round starts ``nvp-adapter serve`` four times on loopback port 0 against the in-process
+embedded gateway, one after the other (the order rotated from round to round):
 
 - **off**: no ``[metrics]`` table, ``--log-level warning`` (the INFO access line of a success is
   not written);
-- **on**: ``[metrics] listen`` set (scraped once at the end, so the counters were really kept),
-  ``--log-level info --log-format json`` (every call writes its access line, to a file).
+- **metrics**: ``[metrics] listen`` set (scraped once at the end, so the counters were really
+  kept), access lines off;
+- **access**: ``--log-level info --log-format json`` (every call writes its access line, to a
+  file), metrics off;
+- **on**: both.
 
 It drives ``--warmup`` calls, then ``--calls`` calls with ``--concurrency`` in flight, and reads
 the server process's CPU time (user + system, from /proc) over the measured calls. It prints, for
-each round and overall (the median of the rounds): the server's CPU microseconds per call,
-calls per second, and the ratio on/off. The client runs in this process, on the same machine, so
-calls per second are bounded by both; CPU per call is the server's alone.
+each round and overall (the median of the rounds): the server's CPU microseconds per call and
+calls per second, and their ratios to **off**. The client runs in this process, on the same
+machine, so calls per second are bounded by both; CPU per call is the server's alone.
 """
 
 from __future__ import annotations
@@ -83,12 +86,12 @@ async def drive(address: str, calls: int, concurrency: int) -> None:
 async def one_run(mode: str, args: argparse.Namespace, workdir: Path) -> Run:
     config = workdir / f"{mode}.toml"
     metrics_port = free_port()
-    if mode == "on":
-        config.write_text(f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
-        logging = ["--log-level", "info", "--log-format", "json"]
-    else:
-        config.write_text("")
-        logging = ["--log-level", "warning"]
+    metrics = mode in {"on", "metrics"}
+    access = mode in {"on", "access"}
+    config.write_text(f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n' if metrics else "")
+    logging = (
+        ["--log-level", "info", "--log-format", "json"] if access else ["--log-level", "warning"]
+    )
     log_path = workdir / f"{mode}.log"
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
@@ -114,7 +117,7 @@ async def one_run(mode: str, args: argparse.Namespace, workdir: Path) -> Run:
         cpu_before, started = cpu_seconds(proc.pid), time.perf_counter()
         await drive(address, args.calls, args.concurrency)
         elapsed, cpu = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu_before
-        if mode == "on":  # the counters were kept: the scrape shows every call
+        if metrics:  # the counters were kept: the scrape shows every call
             async with (
                 aiohttp.ClientSession() as session,
                 session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
@@ -130,39 +133,45 @@ async def one_run(mode: str, args: argparse.Namespace, workdir: Path) -> Run:
     finally:
         proc.terminate()
         await proc.communicate()
-    if mode == "on":
+    if access:
         lines = sum(1 for text in log_path.read_text().splitlines() if '"event": "rpc"' in text)
         if lines != args.warmup + args.calls:
             raise SystemExit(f"on: {lines} access lines for {args.warmup + args.calls} calls")
     return Run(mode, cpu / args.calls * 1e6, args.calls / elapsed)
 
 
+MODES = ("off", "metrics", "access", "on")
+
+
 async def bench(args: argparse.Namespace) -> None:
-    runs: list[tuple[Run, Run]] = []
+    rounds: list[dict[str, Run]] = []
     with tempfile.TemporaryDirectory(prefix="nvp-adapter-bench-") as tmp:
         workdir = Path(tmp)
-        for round_number in range(args.rounds):
-            order = ("off", "on") if round_number % 2 == 0 else ("on", "off")
+        for number in range(args.rounds):
+            order = MODES[number % len(MODES) :] + MODES[: number % len(MODES)]  # rotated
             done = {mode: await one_run(mode, args, workdir) for mode in order}
-            off, on = done["off"], done["on"]
-            runs.append((off, on))
+            rounds.append(done)
             print(
-                f"round {round_number + 1}: off {off.cpu_us_per_call:7.1f} us/call "
-                f"{off.calls_per_second:7.0f} calls/s | on {on.cpu_us_per_call:7.1f} us/call "
-                f"{on.calls_per_second:7.0f} calls/s | CPU/call on/off "
-                f"{on.cpu_us_per_call / off.cpu_us_per_call:.3f}",
+                f"round {number + 1}: "
+                + " | ".join(
+                    f"{mode} {done[mode].cpu_us_per_call:5.0f} us/call "
+                    f"{done[mode].calls_per_second:5.0f}/s"
+                    for mode in MODES
+                ),
                 flush=True,
             )
-    off_cpu = statistics.median(off.cpu_us_per_call for off, _ in runs)
-    on_cpu = statistics.median(on.cpu_us_per_call for _, on in runs)
-    off_rate = statistics.median(off.calls_per_second for off, _ in runs)
-    on_rate = statistics.median(on.calls_per_second for _, on in runs)
     print(
-        f"median of {args.rounds} rounds ({args.calls} calls each, {args.concurrency} in flight):\n"
-        f"  server CPU per call: off {off_cpu:.1f} us, on {on_cpu:.1f} us, "
-        f"cost {on_cpu - off_cpu:+.1f} us ({on_cpu / off_cpu:.3f}x)\n"
-        f"  calls per second:    off {off_rate:.0f}, on {on_rate:.0f} ({on_rate / off_rate:.3f}x)"
+        f"median of {args.rounds} rounds ({args.calls} calls each, {args.concurrency} in flight):"
     )
+    off_cpu = statistics.median(r["off"].cpu_us_per_call for r in rounds)
+    off_rate = statistics.median(r["off"].calls_per_second for r in rounds)
+    for mode in MODES:
+        cpu = statistics.median(r[mode].cpu_us_per_call for r in rounds)
+        rate = statistics.median(r[mode].calls_per_second for r in rounds)
+        print(
+            f"  {mode:8} server CPU {cpu:6.1f} us/call ({cpu - off_cpu:+6.1f} us, "
+            f"{cpu / off_cpu:.3f}x off)   {rate:6.0f} calls/s ({rate / off_rate:.3f}x off)"
+        )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -170,7 +179,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=6000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args(argv)
     for name in ("calls", "concurrency", "warmup", "rounds"):
         if not 1 <= getattr(args, name) <= 1_000_000:
