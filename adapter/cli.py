@@ -5,14 +5,18 @@
     nvp-adapter serve   [--config FILE] [--listen HOST:PORT] [--upstream URL|embedded]
     nvp-adapter gateway [--config FILE] [--listen HOST:PORT]
 
-A user's mistake (bad configuration, port in use, unreadable file) prints one line and exits 2;
-there is never a traceback for it.
+Every command reads its settings alike: the file (``--config``, else ``NVP_ADAPTER_CONFIG``), the
+``NVP_ADAPTER_<TABLE>_<KEY>`` variables over it, the flags over both. A user's mistake (bad
+configuration, port in use, unreadable file) prints one line and exits 2; there is never a
+traceback for it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -29,11 +33,13 @@ from adapter.config import (
     parse_host_port,
 )
 from adapter.embedded.standalone import StandaloneGateway
+from adapter.environment import CONFIG_VARIABLE, config_file, read_environment
 from adapter.errors import ConfigError
 from adapter.logs import configure_logging
 from adapter.server import AdapterServer, serve
 
 EXIT_CONFIG = 2
+log = logging.getLogger("adapter.cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nvp-adapter",
         description="gRPC front for the Mastercard Payment Gateway Services NVP API.",
+        epilog=f"Settings: --config FILE (or {CONFIG_VARIABLE}), then NVP_ADAPTER_<TABLE>_<KEY> "
+        "variables over the file, then the flags over both.",
     )
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
@@ -63,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser("serve", help="run the gRPC server")
     gateway_cmd = commands.add_parser("gateway", help="run the embedded gateway alone, over HTTP")
     for command in (serve_cmd, gateway_cmd):
-        command.add_argument("--config", metavar="FILE", help="TOML configuration file")
+        command.add_argument(
+            "--config", metavar="FILE", help=f"TOML configuration file (else ${CONFIG_VARIABLE})"
+        )
         command.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
         command.add_argument(
             "--log-level",
@@ -89,14 +99,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(LogSettings(level=args.log_level or "INFO"))
     log_flags = {"log_level": args.log_level, "log_format": args.log_format}
     try:
+        path = config_file(args.config, os.environ)
+        overrides = read_environment(os.environ)
         if args.command == "serve":
             settings = load_settings(
-                args.config, listen=args.listen, upstream=args.upstream, **log_flags
+                path, listen=args.listen, upstream=args.upstream, overrides=overrides, **log_flags
             )
             configure_logging(settings.log)
             asyncio.run(_serve(settings))
         else:
-            settings = load_settings(args.config, for_gateway=True, **log_flags)
+            settings = load_settings(path, overrides=overrides, for_gateway=True, **log_flags)
             configure_logging(settings.log)
             asyncio.run(_run_gateway(settings, args.listen))
     except ConfigError as exc:
@@ -107,7 +119,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    await serve(build_server(settings), _print_first_call)
+    await serve(build_server(settings), _on_ready)
+
+
+def _on_ready(server: AdapterServer) -> None:
+    if server.settings.upstream.is_embedded:
+        log.warning(
+            "serving from the embedded gateway, an in-process stand-in with its own accounts: "
+            "no call reaches a real payment gateway (set upstream.url to use one)"
+        )
+    _print_first_call(server)
 
 
 def _print_first_call(server: AdapterServer) -> None:
