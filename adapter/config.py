@@ -460,6 +460,21 @@ def load_settings(
     return settings
 
 
+def load_server_settings(
+    path: str | os.PathLike[str] | None, *, overrides: Overrides | None = None
+) -> ServerSettings:
+    """The ``[server]`` table alone, layered and checked as ``load_settings`` does it.
+
+    What ``nvp-adapter health`` needs to find the server, without reading any secret.
+    """
+    layers = _Layers.read(path, overrides, {})
+    try:
+        _refuse_unknown(layers.document, _TABLES, "")
+        return _server(layers)
+    except ConfigError as exc:
+        raise layers.located(exc) from None
+
+
 @dataclass(frozen=True)
 class _Layers:
     """The file, the overrides over it and the flags over both, merged table by table."""

@@ -7,6 +7,7 @@ through the ``nvp-adapter`` process for what only the process shows.
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import aiohttp
@@ -212,6 +213,35 @@ def test_an_empty_config_variable_is_refused() -> None:
 # Through the process.
 
 
+async def test_config_check_layers_file_and_environment(tmp_path: Path) -> None:
+    """NVP_ADAPTER_CONFIG names the file; a variable is over the file's key; the file's other
+    keys and the defaults stay."""
+    path = write(tmp_path, "[server]\ngrace_seconds = 5\ndrain_seconds = 1\n")
+    code, out, _ = await run(
+        "config",
+        "check",
+        env={"NVP_ADAPTER_CONFIG": path, "NVP_ADAPTER_SERVER_DRAIN_SECONDS": "4"},
+    )
+    server = tomllib.loads(out)["server"]
+    assert code == 0
+    assert (server["grace_seconds"], server["drain_seconds"], server["max_connections"]) == (
+        5.0,
+        4.0,
+        1000,
+    )
+
+
+async def test_the_config_flag_wins_over_the_config_variable(tmp_path: Path) -> None:
+    """`config check --config B` with NVP_ADAPTER_CONFIG=A reads B."""
+    first = write(tmp_path, "[server]\ngrace_seconds = 1\n", "a.toml")
+    second = write(tmp_path, "[server]\ngrace_seconds = 2\n", "b.toml")
+    code, out, _ = await run(
+        "config", "check", "--config", second, env={"NVP_ADAPTER_CONFIG": first}
+    )
+    assert code == 0
+    assert tomllib.loads(out)["server"]["grace_seconds"] == 2.0
+
+
 async def test_serve_listens_where_the_environment_says(
     nvp_adapter: Start, short_tmp: Path
 ) -> None:
@@ -264,7 +294,7 @@ async def test_a_bad_variable_stops_serve_with_one_line() -> None:
     )
 
 
-@pytest.mark.parametrize("command", [["serve"], ["gateway"]])
+@pytest.mark.parametrize("command", [["serve"], ["gateway"], ["config", "check"]])
 async def test_an_unknown_variable_stops_every_command(command: list[str]) -> None:
     """A misspelt NVP_ADAPTER_ variable is one line naming it, exit 2, for every command."""
     code, _, err = await run(*command, env={"NVP_ADAPTER_LOG_LEVLE": "DEBUG"})

@@ -254,6 +254,23 @@ async def test_the_default_embedded_gateway_is_refused_off_loopback(
     assert "the upstream is the embedded gateway only by default" in err
 
 
+EMBEDDED_NAMED = {
+    "in the file": ('[upstream]\nurl = "embedded"\n', {}),
+    "in the environment": ("", {"NVP_ADAPTER_UPSTREAM_URL": "embedded"}),
+}
+
+
+@pytest.mark.parametrize(("text", "env"), EMBEDDED_NAMED.values(), ids=EMBEDDED_NAMED.keys())
+async def test_the_named_embedded_gateway_is_allowed_off_loopback(
+    tmp_path: Path, text: str, env: dict[str, str]
+) -> None:
+    """`url = "embedded"` said outright is accepted on a non-loopback address: `config check`
+    validates as `serve` does, without binding."""
+    path = config(tmp_path, '[server]\nlisten = "0.0.0.0:50051"\ninsecure = true\n' + text)
+    code, _, err = await run("config", "check", "--config", path, env=env)
+    assert (code, err) == (0, "")
+
+
 def test_the_upstream_flag_names_the_embedded_gateway(tmp_path: Path) -> None:
     """`--upstream embedded` (given to `load_settings` as `serve` gives it) says it outright too."""
     path = config(tmp_path, '[server]\nlisten = "0.0.0.0:50051"\ninsecure = true\n')
