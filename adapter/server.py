@@ -37,6 +37,7 @@ from adapter.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
 from adapter.schema import SESSION_SERVICE
 from adapter.server_tls import ServerTls
 from adapter.service import session_service
+from adapter.tracing import TraceInterceptor, Tracing
 from adapter.transport import HttpTransport, Transport
 from adapter.upstream import UpstreamClient
 
@@ -125,16 +126,21 @@ class AdapterServer:
         self._client: UpstreamClient | None = None
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None
+        self._tracing: Tracing | None = None
 
     async def start(self) -> None:
         """Bind and start serving; raise ``ConfigError`` if an address or a file cannot be used."""
         server_settings = self.settings.server
         tls = ServerTls(server_settings.tls) if server_settings.tls is not None else None
         callers = Callers(self.settings.callers)
+        tracing = Tracing.from_environment(self.settings.upstream)
         server = grpc.aio.server(
             options=server_options(server_settings),
             maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
-            interceptors=[CallerAuthentication(callers)],
+            interceptors=[
+                TraceInterceptor(tracing, [SESSION_SERVICE.full_name]),
+                CallerAuthentication(callers),
+            ],
         )
         health_server: grpc.aio.Server | None = None
         transport = self._transport or self._transport_factory(self.settings)
@@ -165,6 +171,8 @@ class AdapterServer:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
             await health_server.start()
         self._server, self._health_server = server, health_server
+        self._tracing = tracing
+        tracing.start()
         self._watch_files(self._client, callers, tls)
         self._watching = asyncio.create_task(self.watch.run())
         for service in ("", SESSION_SERVICE.full_name):
@@ -236,6 +244,8 @@ class AdapterServer:
         if client is not None:
             self._client = None
             await client.aclose()
+        if self._tracing is not None:
+            await self._tracing.aclose()  # the last spans, those of the calls just finished
         self._stopping = False
         log.info("stopped")
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
 
-from adapter import nvp
+from adapter import nvp, tracing
 from adapter.breaker import CircuitBreaker
 from adapter.config import MerchantCredentials, UpstreamSettings
 from adapter.errors import (
@@ -172,12 +172,13 @@ class UpstreamClient:
         if credentials is None:
             raise MerchantNotAllowed(merchant)
         body = nvp.encode({**fields, **_credential_fields(merchant, credentials)})
+        tracing.annotate(merchant=merchant, operation=fields.get(nvp.API_OPERATION, ""))
         loop = asyncio.get_running_loop()
         deadline = None if time_left is None else loop.time() + time_left
         attempt = 1
         while True:
             try:
-                return Answer(await self._attempt(body, deadline), attempt)
+                return Answer(await self._attempt(body, deadline, attempt), attempt)
             except UpstreamError as failure:
                 failure.attempts = attempt
                 delay = self._retry.delay(failure, attempt, repeatable)
@@ -187,8 +188,8 @@ class UpstreamClient:
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _attempt(self, body: bytes, deadline: float | None) -> dict[str, str]:
-        """One attempt: a breaker admission, a slot, one HTTP exchange and its meaning."""
+    async def _attempt(self, body: bytes, deadline: float | None, number: int) -> dict[str, str]:
+        """Attempt ``number``: a breaker admission, a slot, one HTTP exchange and its meaning."""
         loop = asyncio.get_running_loop()
         if deadline is not None and deadline <= loop.time():
             raise UpstreamTimeout(0.0, sent=False)
@@ -200,7 +201,9 @@ class UpstreamClient:
                 budget = self._timeout
                 if deadline is not None:
                     budget = min(budget, deadline - loop.time())
-                reply = await self._transport.post(body, budget)
+                with tracing.attempt_trace(number) as trace:
+                    reply = await self._transport.post(body, budget, headers=trace.headers)
+                    trace.answered(reply.status)
             finally:
                 self._slots.release()
             fields = interpret(reply)
