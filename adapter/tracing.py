@@ -351,7 +351,10 @@ class Tracing:
                 "(pip install 'nvp-adapter[otel]'): traceparent is passed on, no span is exported"
             )
             return
-        self._spans = otel.Spans(self.export.protocol, _peer(self._upstream))
+        try:
+            self._spans = otel.Spans(self.export.protocol, _peer(self._upstream))
+        except (OSError, ValueError) as exc:  # e.g. a certificate file named by a variable
+            raise ConfigError(f"cannot set up the OTLP span export: {exc}") from None
         log.info(
             "exporting spans over OTLP %s to %s",
             self.export.protocol,
