@@ -24,6 +24,7 @@ import grpc
 
 from adapter.interceptors import Behaviour, responses, wrap_behaviour
 from adapter.metrics import Metrics
+from adapter.tracing import current_trace_id
 
 __all__ = ["CallObserver", "CallRecord", "current_record", "level_of"]
 
@@ -166,7 +167,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
         return observed
 
     def _open(self, method: str) -> CallRecord:
-        record = CallRecord(rpc=method.rpartition("/")[2])
+        record = CallRecord(rpc=method.rpartition("/")[2], trace_id=current_trace_id())
         _current.set(record)
         if self._metrics is not None:
             self._metrics.rpc_started(method)

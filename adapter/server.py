@@ -40,6 +40,7 @@ from adapter.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
 from adapter.schema import SESSION_SERVICE
 from adapter.server_tls import ServerTls
 from adapter.service import session_service
+from adapter.tracing import TraceInterceptor, Tracing
 from adapter.transport import HttpTransport, Transport
 from adapter.upstream import UpstreamClient
 
@@ -133,6 +134,7 @@ class AdapterServer:
         self._metrics_listener: MetricsListener | None = None
         self.metrics_port = 0
         self._drain_cut = asyncio.Event()
+        self._tracing: Tracing | None = None
 
     async def start(self) -> None:
         """Bind and start serving; raise ``ConfigError`` if an address or a file cannot be used."""
@@ -143,10 +145,15 @@ class AdapterServer:
         if metrics_address is not None:
             self.metrics = Metrics(upstream_label(self.settings.upstream))
         observer = CallObserver(self.metrics)
+        tracing = Tracing.from_environment(self.settings.upstream)
         server = grpc.aio.server(
             options=server_options(server_settings),
             maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
-            interceptors=[observer, CallerAuthentication(callers)],
+            interceptors=[
+                TraceInterceptor(tracing, [SESSION_SERVICE.full_name]),
+                observer,
+                CallerAuthentication(callers),
+            ],
         )
         health_server: grpc.aio.Server | None = None
         transport = self._transport or self._transport_factory(self.settings)
@@ -183,6 +190,8 @@ class AdapterServer:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
             await health_server.start()
         self._server, self._health_server = server, health_server
+        self._tracing = tracing
+        tracing.start()
         self._watch_files(self._client, callers, tls)
         self._watching = asyncio.create_task(self.watch.run())
         for service in ("", SESSION_SERVICE.full_name):
@@ -272,6 +281,8 @@ class AdapterServer:
         if client is not None:
             self._client = None
             await client.aclose()
+        if self._tracing is not None:
+            await self._tracing.aclose()  # the last spans, those of the calls just finished
         self._stopping = False
         log.info("stopped")
 

@@ -61,8 +61,14 @@ class RawReply:
 class Transport(Protocol):
     """Moves one encoded NVP request to the gateway and brings back its raw answer."""
 
-    async def post(self, body: bytes, budget: float) -> RawReply:
-        """Send ``body``; raise only the adapter's own errors; give up after ``budget`` s."""
+    async def post(
+        self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
+    ) -> RawReply:
+        """Send ``body``; raise only the adapter's own errors; give up after ``budget`` s.
+
+        ``headers`` are this attempt's own (``traceparent``): built by the adapter from parsed
+        values only. A transport with no HTTP request to carry them ignores them.
+        """
         ...
 
     async def aclose(self) -> None:
@@ -185,14 +191,16 @@ class HttpTransport:
             headers={"User-Agent": "nvp-adapter"},
         )
 
-    async def post(self, body: bytes, budget: float) -> RawReply:
+    async def post(
+        self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
+    ) -> RawReply:
         limits = aiohttp.ClientTimeout(total=budget, connect=min(self._connect_timeout, budget))
         progress = {_SENT: False}
         with _translate_errors(budget, progress):
             async with self._session.post(
                 self._endpoint,
                 data=body,
-                headers=self._headers,
+                headers={**self._headers, **headers} if headers else self._headers,
                 timeout=limits,
                 trace_request_ctx=progress,
                 proxy=self._proxy.url,

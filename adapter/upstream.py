@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
 
-from adapter import nvp
+from adapter import nvp, tracing
 from adapter.breaker import CircuitBreaker
 from adapter.config import MerchantCredentials, UpstreamSettings
 from adapter.errors import (
@@ -178,13 +178,14 @@ class UpstreamClient:
             raise MerchantNotAllowed(merchant)
         body = nvp.encode({**fields, **_credential_fields(merchant, credentials)})
         operation = fields.get(nvp.API_OPERATION, "")
+        tracing.annotate(merchant=merchant, operation=operation)
         loop = asyncio.get_running_loop()
         deadline = None if time_left is None else loop.time() + time_left
         attempt = 1
         while True:
             try:
-                reply = await self._measured_attempt(operation, body, deadline)
-                return Answer(reply[0], attempt, reply[1])
+                answer, status = await self._measured_attempt(operation, body, deadline, attempt)
+                return Answer(answer, attempt, status)
             except UpstreamError as failure:
                 failure.attempts = attempt
                 delay = self._retry.delay(failure, attempt, repeatable)
@@ -195,23 +196,26 @@ class UpstreamClient:
             attempt += 1
 
     async def _measured_attempt(
-        self, operation: str, body: bytes, deadline: float | None
+        self, operation: str, body: bytes, deadline: float | None, number: int
     ) -> tuple[dict[str, str], int]:
         """``_attempt``, counted in the metrics by its outcome: OK, or its ErrorInfo reason."""
         metrics = self._metrics
         if metrics is None:
-            return await self._attempt(body, deadline)
+            return await self._attempt(body, deadline, number)
         started = time.perf_counter()
         try:
-            answer = await self._attempt(body, deadline)
+            answer = await self._attempt(body, deadline, number)
         except UpstreamError as failure:
             metrics.attempt(operation, reason_of(failure), time.perf_counter() - started)
             raise
         metrics.attempt(operation, "OK", time.perf_counter() - started)
         return answer
 
-    async def _attempt(self, body: bytes, deadline: float | None) -> tuple[dict[str, str], int]:
-        """One attempt: a breaker admission, a slot, one HTTP exchange and its meaning."""
+    async def _attempt(
+        self, body: bytes, deadline: float | None, number: int
+    ) -> tuple[dict[str, str], int]:
+        """Attempt ``number``: a breaker admission, a slot, one HTTP exchange and its meaning;
+        the answer's fields and HTTP status."""
         loop = asyncio.get_running_loop()
         if deadline is not None and deadline <= loop.time():
             raise UpstreamTimeout(0.0, sent=False)
@@ -223,7 +227,9 @@ class UpstreamClient:
                 budget = self._timeout
                 if deadline is not None:
                     budget = min(budget, deadline - loop.time())
-                reply = await self._post(body, budget)
+                with tracing.attempt_trace(number) as trace:
+                    reply = await self._post(body, budget, trace.headers)
+                    trace.answered(reply.status)
             finally:
                 self._slots.release()
             fields = interpret(reply)
@@ -239,11 +245,13 @@ class UpstreamClient:
             outcome(probe)
         return fields, reply.status
 
-    async def _post(self, body: bytes, budget: float) -> RawReply:
+    async def _post(
+        self, body: bytes, budget: float, headers: Mapping[str, str] | None
+    ) -> RawReply:
         if self._metrics is None:
-            return await self._transport.post(body, budget)
+            return await self._transport.post(body, budget, headers=headers)
         with self._metrics.in_flight.track_inprogress():
-            return await self._transport.post(body, budget)
+            return await self._transport.post(body, budget, headers=headers)
 
     async def _take_slot(self, deadline: float | None) -> None:
         wait = self._queue_timeout

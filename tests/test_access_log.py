@@ -287,3 +287,18 @@ def test_levels(code: grpc.StatusCode, reason: str | None, level: int) -> None:
     """Whose outcome it is: a success or the caller's mistake INFO, the gateway's WARNING,
     the adapter's own ERROR."""
     assert level_of(code, reason) == level
+
+
+async def test_the_callers_trace_id_is_on_the_line(
+    start_adapter: StartAdapter, access_lines: io.StringIO
+) -> None:
+    """A call that came with a W3C ``traceparent`` names its trace id; one without, none."""
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    stub = await start_adapter(make_settings())
+    request = pb.CreateSessionRequest(merchant=MERCHANT)
+    traceparent = f"00-{trace_id}-00f067aa0ba902b7-01"
+    await stub.CreateSession(request, metadata=(("traceparent", traceparent),), timeout=5)
+    await stub.CreateSession(request, timeout=5)
+    traced, untraced = parsed(access_lines)
+    assert traced["trace_id"] == trace_id
+    assert "trace_id" not in untraced

@@ -397,7 +397,9 @@ async def test_body_over_the_size_cap(
 class ExplodingTransport:
     """A transport with a bug in it: raises an exception the adapter does not expect."""
 
-    async def post(self, body: bytes, budget: float) -> RawReply:
+    async def post(
+        self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
+    ) -> RawReply:
         raise RuntimeError(f"boom with a secret inside {body!r}")
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -192,7 +193,9 @@ class Unprintable(str):
 class BrokenErrorTransport:
     """A transport raising an adapter error whose message cannot be built."""
 
-    async def post(self, body: bytes, budget: float) -> RawReply:
+    async def post(
+        self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
+    ) -> RawReply:
         raise UpstreamUnavailable(Unprintable("refused"))
 
     async def aclose(self) -> None:

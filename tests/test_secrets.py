@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import parse_qsl, quote, quote_plus
@@ -169,7 +170,9 @@ async def test_unexpected_errors_are_logged_redacted(caplog: pytest.LogCaptureFi
     """A traceback logged for a bug is redacted before it is written."""
 
     class Leaky:
-        async def post(self, body: bytes, budget: float) -> object:
+        async def post(
+            self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
+        ) -> object:
             raise RuntimeError(f"bug holding {body.decode()}")
 
         async def aclose(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 
@@ -67,7 +69,9 @@ def test_retry_info_follows_retry_after(advice: float | None, seconds: float) ->
 class _Unreachable:
     """A transport that must not be used."""
 
-    async def post(self, body: bytes, budget: float) -> RawReply:
+    async def post(
+        self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
+    ) -> RawReply:
         raise AssertionError("no call may be made")
 
     async def aclose(self) -> None:

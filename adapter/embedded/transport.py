@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from adapter.embedded.gateway import EmbeddedGateway
 from adapter.transport import RawReply
 
@@ -13,7 +15,10 @@ class EmbeddedTransport:
         self._gateway = gateway
         self._version = str(api_version)
 
-    async def post(self, body: bytes, budget: float) -> RawReply:
+    async def post(
+        self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
+    ) -> RawReply:
+        """The gateway's answer; ``headers`` (trace context) have no request to go on: ignored."""
         reply = self._gateway.handle(self._version, body)
         return RawReply(reply.status, reply.body)
 
