@@ -11,13 +11,15 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from adapter.callers import Callers
 from adapter.config import Settings, read_secret_file
 from adapter.embedded import EmbeddedGateway, EmbeddedTransport
 from adapter.rotation import FileWatch
 from adapter.server import AdapterServer, http_transport
+from adapter.server_tls import ServerTls
 from adapter.transport import Transport
 
-__all__ = ["build_server", "build_transport", "embedded_accounts"]
+__all__ = ["build_server", "build_transport", "check", "embedded_accounts"]
 
 
 def build_transport(settings: Settings, watch: FileWatch | None = None) -> Transport:
@@ -68,3 +70,17 @@ def build_server(
         **options,
     )
     return server
+
+
+async def check(settings: Settings) -> None:
+    """Build what the server builds from ``settings`` before it binds, then close it again.
+
+    The listener's TLS files are read and parsed, the callers set up, and the gateway's transport
+    made (its CA bundle, client certificate and proxy): what ``nvp-adapter config check`` proves
+    beyond the settings themselves. Raises ``ConfigError`` for the first that does not load.
+    """
+    if settings.server.tls is not None:
+        ServerTls(settings.server.tls)
+    Callers(settings.callers)
+    transport = build_transport(settings)
+    await transport.aclose()

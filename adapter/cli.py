@@ -4,36 +4,55 @@
 
     nvp-adapter serve   [--config FILE] [--listen HOST:PORT] [--upstream URL|embedded]
     nvp-adapter gateway [--config FILE] [--listen HOST:PORT]
+    nvp-adapter config check [--config FILE]
+    nvp-adapter health  [--config FILE] [--address ADDRESS] [--timeout SECONDS]
+    nvp-adapter --version
 
-A user's mistake (bad configuration, port in use, unreadable file) prints one line and exits 2;
-there is never a traceback for it.
+Every command reads its settings alike: the file (``--config``, else ``NVP_ADAPTER_CONFIG``), the
+``NVP_ADAPTER_<TABLE>_<KEY>`` variables over it, the flags over both. A user's mistake (bad
+configuration, port in use, unreadable file) prints one line and exits 2; there is never a
+traceback for it. ``health`` exits 0 for SERVING and 1 for anything else, a configuration it
+cannot read included: never 2, which Docker's HEALTHCHECK reserves.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
+import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from adapter.app import build_server
+from adapter.app import build_server, check
 from adapter.config import (
     DEMO_MERCHANT,
     LOG_FORMATS,
     LOG_LEVELS,
+    ListenAddress,
     LogSettings,
     Settings,
+    load_server_settings,
     load_settings,
     parse_host_port,
+    parse_listen,
 )
+from adapter.effective import effective_toml
 from adapter.embedded.standalone import StandaloneGateway
+from adapter.environment import CONFIG_VARIABLE, config_file, read_environment
 from adapter.errors import ConfigError
 from adapter.logs import configure_logging
+from adapter.probe import dial_target, probe, probe_target
 from adapter.server import AdapterServer, serve
 
 EXIT_CONFIG = 2
+EXIT_UNHEALTHY = 1
+HEALTH_TIMEOUT_SECONDS = 2.0
+HEALTH_TIMEOUT_RANGE = (0.1, 60.0)
+log = logging.getLogger("adapter.cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,18 +71,59 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _timeout(text: str) -> float:
+    low, high = HEALTH_TIMEOUT_RANGE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not low <= seconds <= high:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r}: give {low:g} to {high:g} seconds")
+    return seconds
+
+
+def _address(text: str) -> ListenAddress:
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("nvp-adapter")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nvp-adapter",
         description="gRPC front for the Mastercard Payment Gateway Services NVP API.",
+        epilog=f"Settings: --config FILE (or {CONFIG_VARIABLE}), then NVP_ADAPTER_<TABLE>_<KEY> "
+        "variables over the file, then the flags over both.",
     )
+    parser.add_argument("--version", action="version", version=f"nvp-adapter {_version()}")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
     serve_cmd = commands.add_parser("serve", help="run the gRPC server")
     gateway_cmd = commands.add_parser("gateway", help="run the embedded gateway alone, over HTTP")
+    config_cmd = commands.add_parser("config", help="about the configuration")
+    check_cmd = config_cmd.add_subparsers(
+        dest="config_command", required=True, metavar="COMMAND", parser_class=_Parser
+    ).add_parser(
+        "check",
+        help="load and check the settings as serve would; print them, secrets as ***",
+    )
+    health_cmd = commands.add_parser(
+        "health", help="ask a running server's grpc.health.v1: exit 0 when SERVING, 1 otherwise"
+    )
+    for command in (serve_cmd, gateway_cmd, check_cmd, health_cmd):
+        command.add_argument(
+            "--config", metavar="FILE", help=f"TOML configuration file (else ${CONFIG_VARIABLE})"
+        )
     for command in (serve_cmd, gateway_cmd):
-        command.add_argument("--config", metavar="FILE", help="TOML configuration file")
         command.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
         command.add_argument(
             "--log-level",
@@ -79,24 +139,49 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--upstream", metavar="URL|embedded", help="gateway base URL, or 'embedded'"
     )
+    health_cmd.add_argument(
+        "--address",
+        type=_address,
+        metavar="ADDRESS",
+        help="HOST:PORT or unix:PATH (default: server.health_listen, else server.listen; "
+        "a wildcard host is checked on loopback)",
+    )
+    health_cmd.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=HEALTH_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help=f"how long to wait for the answer, {HEALTH_TIMEOUT_RANGE[0]:g} to "
+        f"{HEALTH_TIMEOUT_RANGE[1]:g} (default {HEALTH_TIMEOUT_SECONDS:g})",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script; exits with the command's status."""
     args = _parser().parse_args(argv)
+    log_level = getattr(args, "log_level", None)
     # Until the settings are read, warnings from reading them go out as text at the flag's level.
-    configure_logging(LogSettings(level=args.log_level or "INFO"))
-    log_flags = {"log_level": args.log_level, "log_format": args.log_format}
+    configure_logging(LogSettings(level=log_level or "INFO"))
+    if args.command == "health":
+        sys.exit(asyncio.run(_health(args.config, args.address, args.timeout)))
     try:
+        path = config_file(args.config, os.environ)
+        overrides = read_environment(os.environ)
+        if args.command == "config":
+            settings = load_settings(path, overrides=overrides)
+            asyncio.run(check(settings))
+            print(effective_toml(settings), end="")
+            return
+        log_flags = {"log_level": log_level, "log_format": args.log_format}
         if args.command == "serve":
             settings = load_settings(
-                args.config, listen=args.listen, upstream=args.upstream, **log_flags
+                path, listen=args.listen, upstream=args.upstream, overrides=overrides, **log_flags
             )
             configure_logging(settings.log)
             asyncio.run(_serve(settings))
         else:
-            settings = load_settings(args.config, for_gateway=True, **log_flags)
+            settings = load_settings(path, overrides=overrides, for_gateway=True, **log_flags)
             configure_logging(settings.log)
             asyncio.run(_run_gateway(settings, args.listen))
     except ConfigError as exc:
@@ -106,8 +191,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
 
 
+async def _health(config: str | None, address: ListenAddress | None, seconds: float) -> int:
+    """One line about what the server answered; the exit status: 0 SERVING, 1 anything else."""
+    try:
+        if address is not None:
+            target = dial_target(address)
+        else:
+            path = config_file(config, os.environ)
+            overrides = read_environment(os.environ)
+            target = probe_target(load_server_settings(path, overrides=overrides))
+    except ConfigError as exc:
+        print(f"nvp-adapter: error: {exc}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    result = await probe(target, within=seconds)
+    if result.serving:
+        print(result)
+        return 0
+    print(f"nvp-adapter: {result}", file=sys.stderr)
+    return EXIT_UNHEALTHY
+
+
 async def _serve(settings: Settings) -> None:
-    await serve(build_server(settings), _print_first_call)
+    await serve(build_server(settings), _on_ready)
+
+
+def _on_ready(server: AdapterServer) -> None:
+    if server.settings.upstream.is_embedded:
+        log.warning(
+            "serving from the embedded gateway, an in-process stand-in with its own accounts: "
+            "no call reaches a real payment gateway (set upstream.url to use one)"
+        )
+    _print_first_call(server)
 
 
 def _print_first_call(server: AdapterServer) -> None:

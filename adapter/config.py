@@ -7,6 +7,12 @@
 Each ``[table]`` of the file maps onto one dataclass below and its keys onto the dataclass's
 fields, so the dataclasses are the one list of what the file may hold; an unknown key, a value of
 the wrong type or one out of range is a ``ConfigError`` whose message is one line for the operator.
+
+Values come in layers, each over the one before: the dataclasses' defaults, the file, the
+``Overrides`` from outside it (the environment, read by ``adapter.environment``), the flags. Every
+value is checked the same way whichever layer it came from, and an error about a key set by an
+override names the override's source (its variable) rather than the file. Every message about a
+key begins with that key (``server.listen ...``): that is how its source is found.
 """
 
 from __future__ import annotations
@@ -395,6 +401,19 @@ class Settings:
         )
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """Settings from outside the file, over its values and under the flags'.
+
+    ``tables["server"]["listen"]`` is a value, already of its field's type; ``sources`` names
+    where each came from (``{"server.listen": "NVP_ADAPTER_SERVER_LISTEN"}``), for the error it
+    may cause.
+    """
+
+    tables: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
 def parse_host_port(text: str) -> tuple[str, int]:
     """``"127.0.0.1:50051"`` or ``"[::1]:0"`` -> (host, port); ValueError if it is neither."""
     host, sep, port = text.rpartition(":")
@@ -414,25 +433,99 @@ def load_settings(
     upstream: str | None = None,
     log_level: str | None = None,
     log_format: str | None = None,
+    overrides: Overrides | None = None,
     for_gateway: bool = False,
 ) -> Settings:
-    """Settings from a TOML file (or defaults), with the command line's flags over it.
+    """Settings from a TOML file (or defaults), ``overrides`` over it, the command line's flags
+    over both.
 
     ``for_gateway``: the file is read by ``nvp-adapter gateway``, for which ``[merchants]`` are
-    the accounts it accepts; the adapter's rule on how it authenticates to its gateway (a
-    merchant with no password needs ``upstream.client_cert_file``) does not apply.
+    the accounts it accepts; the adapter's rules on how it authenticates to its gateway (a
+    merchant with no password needs ``upstream.client_cert_file``) and on where it may serve the
+    embedded gateway do not apply.
     """
-    settings = _load_settings(
-        path, listen=listen, upstream=upstream, log_level=log_level, log_format=log_format
-    )
-    if not for_gateway:
-        try:
+    flags = {
+        "server": {"listen": listen},
+        "upstream": {"url": upstream},
+        "log": {"level": log_level, "format": log_format},
+    }
+    layers = _Layers.read(path, overrides, flags)
+    try:
+        settings = _settings(layers)
+        if not for_gateway:
             _check_adapter_credentials(settings)
-        except ConfigError as exc:
-            if path is None:
-                raise
-            raise ConfigError(f"{path}: {exc}") from None
+            _check_embedded_exposure(settings, named=layers.sets("upstream", "url"))
+    except ConfigError as exc:
+        raise layers.located(exc) from None
     return settings
+
+
+def load_server_settings(
+    path: str | os.PathLike[str] | None, *, overrides: Overrides | None = None
+) -> ServerSettings:
+    """The ``[server]`` table alone, layered and checked as ``load_settings`` does it.
+
+    What ``nvp-adapter health`` needs to find the server, without reading any secret.
+    """
+    layers = _Layers.read(path, overrides, {})
+    try:
+        _refuse_unknown(layers.document, _TABLES, "")
+        return _server(layers)
+    except ConfigError as exc:
+        raise layers.located(exc) from None
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """The file, the overrides over it and the flags over both, merged table by table."""
+
+    path: str | os.PathLike[str] | None
+    document: Mapping[str, Any]
+    overrides: Overrides
+    flags: Mapping[str, Mapping[str, object]]
+
+    @classmethod
+    def read(
+        cls,
+        path: str | os.PathLike[str] | None,
+        overrides: Overrides | None,
+        flags: Mapping[str, Mapping[str, object]],
+    ) -> _Layers:
+        document = _read_toml(Path(path)) if path is not None else {}
+        given = {
+            table: {key: value for key, value in values.items() if value is not None}
+            for table, values in flags.items()
+        }
+        return cls(path, document, overrides or Overrides(), given)
+
+    def table(self, name: str) -> dict[str, Any]:
+        """The table's keys from every layer, the upper layer's value where two set one key."""
+        return {
+            **_table(self.document, name),
+            **self.overrides.tables.get(name, {}),
+            **self.flags.get(name, {}),
+        }
+
+    def sets(self, table: str, key: str) -> bool:
+        """Whether any layer names ``table.key``, rather than leaving it to its default."""
+        return key in self.table(table)
+
+    def located(self, exc: ConfigError) -> ConfigError:
+        """The error, prefixed by where the value it is about came from: the override's source
+        (a variable) when that value is the override's, else the file (if any)."""
+        leading = _LEADING_KEY.match(str(exc))
+        if leading is not None:
+            table, _, key = leading[1].partition(".")
+            source = self.overrides.sources.get(leading[1])
+            if source is not None and key not in self.flags.get(table, {}):
+                return ConfigError(f"{source}: {exc}")
+        if self.path is None:
+            return exc
+        return ConfigError(f"{self.path}: {exc}")
+
+
+_LEADING_KEY = re.compile(r"([a-z_]+\.[a-z_]+)\b(?!\.)")
+"""The ``table.key`` a message begins with (``server.tls.cert_file`` is no scalar key: no match)."""
 
 
 def _check_adapter_credentials(settings: Settings) -> None:
@@ -455,71 +548,66 @@ def _check_adapter_credentials(settings: Settings) -> None:
         )
 
 
-def _load_settings(
-    path: str | os.PathLike[str] | None,
-    *,
-    listen: str | None = None,
-    upstream: str | None = None,
-    log_level: str | None = None,
-    log_format: str | None = None,
-) -> Settings:
-    document = _read_toml(Path(path)) if path is not None else {}
-    try:
-        _refuse_unknown(document, _TABLES, "")
-        server_table = dict(_table(document, "server"))
-        upstream_table = dict(_table(document, "upstream"))
-        gateway_table = dict(_table(document, "gateway"))
-        if listen is not None:
-            server_table["listen"] = listen
-        if upstream is not None:
-            upstream_table["url"] = upstream
-        server = _build(ServerSettings, _with_tls(server_table, "server"), "server")
-        upstream_settings = _build(UpstreamSettings, upstream_table, "upstream")
-        gateway = _build(GatewaySettings, _with_tls(gateway_table, "gateway"), "gateway")
-        metrics = _build(MetricsSettings, _table(document, "metrics"), "metrics")
-        log_table = dict(_table(document, "log"))
-        if log_level is not None:
-            log_table["level"] = log_level
-        if log_format is not None:
-            log_table["format"] = log_format
-        log_settings = _build(LogSettings, log_table, "log")
-        callers = types.MappingProxyType(
-            {
-                name: _caller(name, _table(document["callers"], name))
-                for name in _table(document, "callers")
-            }
-        )
-        if "merchants" in document:
-            merchants = {
-                merchant: _credentials(merchant, _table(document["merchants"], merchant))
-                for merchant in _table(document, "merchants")
-            }
-            return Settings(
-                server,
-                upstream_settings,
-                types.MappingProxyType(merchants),
-                callers,
-                gateway,
-                metrics,
-                log_settings,
-            )
-        # The demo account exists only on the embedded gateway, in-process or on loopback.
-        _require(
-            upstream_settings.is_embedded or upstream_settings.is_loopback,
-            "no [merchants] configured: a real gateway needs each merchant's credentials",
-        )
+def _check_embedded_exposure(settings: Settings, *, named: bool) -> None:
+    """The embedded gateway answers other hosts only when the configuration names it.
+
+    Its demo accounts and made-up sessions must never stand in for a real gateway unnoticed,
+    as a default that nobody chose, on an address other hosts can reach.
+    """
+    server = settings.server
+    _require(
+        named or not settings.upstream.is_embedded or server.address.is_loopback,
+        f"server.listen {server.listen!r} is not a loopback address, and the upstream is the "
+        "embedded gateway only by default: set upstream.url to the gateway's URL, or "
+        'url = "embedded" to serve the embedded gateway there on purpose',
+    )
+
+
+def _server(layers: _Layers) -> ServerSettings:
+    return _build(ServerSettings, _with_tls(layers.table("server"), "server"), "server")
+
+
+def _settings(layers: _Layers) -> Settings:
+    document = layers.document
+    _refuse_unknown(document, _TABLES, "")
+    server = _server(layers)
+    upstream_settings = _build(UpstreamSettings, layers.table("upstream"), "upstream")
+    gateway = _build(GatewaySettings, _with_tls(layers.table("gateway"), "gateway"), "gateway")
+    metrics = _build(MetricsSettings, layers.table("metrics"), "metrics")
+    log_settings = _build(LogSettings, layers.table("log"), "log")
+    callers = types.MappingProxyType(
+        {
+            name: _caller(name, _table(document["callers"], name))
+            for name in _table(document, "callers")
+        }
+    )
+    if "merchants" in document:
+        merchants = {
+            merchant: _credentials(merchant, _table(document["merchants"], merchant))
+            for merchant in _table(document, "merchants")
+        }
         return Settings(
             server,
             upstream_settings,
-            callers=callers,
-            gateway=gateway,
-            metrics=metrics,
-            log=log_settings,
+            types.MappingProxyType(merchants),
+            callers,
+            gateway,
+            metrics,
+            log_settings,
         )
-    except ConfigError as exc:
-        if path is None:
-            raise
-        raise ConfigError(f"{path}: {exc}") from None
+    # The demo account exists only on the embedded gateway, in-process or on loopback.
+    _require(
+        upstream_settings.is_embedded or upstream_settings.is_loopback,
+        "no [merchants] configured: a real gateway needs each merchant's credentials",
+    )
+    return Settings(
+        server,
+        upstream_settings,
+        callers=callers,
+        gateway=gateway,
+        metrics=metrics,
+        log=log_settings,
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -666,7 +754,7 @@ def _build(cls: type[_T], table: Mapping[str, Any], where: str) -> _T:
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     _refuse_unknown(table, fields, f"{where}.")
     for key, value in table.items():
-        _require(_fits(value, hints[key]), f"{where}.{key}: expected {_type_name(hints[key])}")
+        _require(_fits(value, hints[key]), f"{where}.{key}: expected {type_name(hints[key])}")
     values = {k: float(v) if hints[k] is float else v for k, v in table.items()}
     return cls(**values)
 
@@ -683,9 +771,10 @@ def _fits(value: object, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def _type_name(hint: Any) -> str:
+def type_name(hint: Any) -> str:
+    """What a setting of this type holds, for a message: ``a number``, ``true or false``."""
     if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
+        return " or ".join(type_name(a) for a in typing.get_args(hint) if a is not type(None))
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
         hint, str(hint)
     )

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -180,3 +181,11 @@ def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's HTTP(S)_PROXY must not send the tests' loopback calls to their proxy."""
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_adapter_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's NVP_ADAPTER_* variables must not configure the adapters the tests start."""
+    for name in list(os.environ):
+        if name.upper().startswith("NVP_ADAPTER_"):
+            monkeypatch.delenv(name)

@@ -78,10 +78,14 @@ async def nvp_adapter() -> AsyncIterator[Start]:
             await proc.communicate()
 
 
-async def run(*args: str) -> tuple[int, str, str]:
-    """Run ``nvp-adapter ARGS`` to its end."""
+async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``nvp-adapter ARGS`` to its end, with ``env`` added to the environment."""
     proc = await asyncio.create_subprocess_exec(
-        *COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *COMMAND,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), START_TIMEOUT)
     assert proc.returncode is not None

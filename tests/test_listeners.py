@@ -88,9 +88,12 @@ def test_a_non_loopback_address_with_tls_is_accepted(tmp_path: Path) -> None:
 
 
 def test_the_contract_example_on_all_addresses_loads(tmp_path: Path) -> None:
-    """`listen = "0.0.0.0:50051"` with `insecure = true` loads from a file."""
+    """`listen = "0.0.0.0:50051"` with `insecure = true` loads from a file (with the upstream
+    named, as a non-loopback address needs)."""
     path = tmp_path / "a.toml"
-    path.write_text('[server]\nlisten = "0.0.0.0:50051"\ninsecure = true\n')
+    path.write_text(
+        '[server]\nlisten = "0.0.0.0:50051"\ninsecure = true\n[upstream]\nurl = "embedded"\n'
+    )
     assert load_settings(path).server.insecure is True
 
 

@@ -31,6 +31,7 @@ from adapter.config import CallerSettings, load_settings, token_digest
 from adapter.embedded import EmbeddedGateway
 from adapter.upstream import UpstreamClient
 from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, StartAdapter, make_settings
+from tests.test_cli import run
 
 # A password with characters that form-encoding changes, so both spellings are checked.
 ODD_PASSWORD = "p&ss=w+rd%/é 0f1e2d3c4b5a6978"
@@ -267,3 +268,55 @@ async def test_proxy_credentials_never_leave(caplog: pytest.LogCaptureFixture) -
     seen.append(caplog.text)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert not any(PROXY_PASSWORD in text for text in seen)
+
+
+async def test_config_check_prints_no_secret(tmp_path: Path) -> None:
+    """`config check` shows every password, token digest and proxy credential as "***": none of
+    them, in any spelling, is on its stdout or stderr, wherever it came from."""
+    file_password, env_token, file_token, hashed_token = (
+        "file-password-5a4b3c2d",
+        TOKEN,
+        "file-token-7e6d5c4b",
+        "hashed-token-0a9b8c7d",
+    )
+    for name, secret in (("password", file_password), ("token", file_token)):
+        (tmp_path / name).write_text(secret + "\n")
+        (tmp_path / name).chmod(0o600)
+    config = tmp_path / "adapter.toml"
+    config.write_text(
+        f"""
+[upstream]
+url = "https://gateway.example"
+proxy = "http://proxy-user:{PROXY_PASSWORD}@127.0.0.1:3128"
+[merchants.INLINE]
+password = '{ODD_PASSWORD}'
+[merchants.FROMENV]
+password_env = "FROMENV_PASSWORD"
+[merchants.FROMFILE]
+password_file = "{tmp_path / "password"}"
+[callers.byenv]
+token_env = "CALLER_TOKEN"
+merchants = ["*"]
+[callers.byfile]
+token_file = "{tmp_path / "token"}"
+merchants = ["*"]
+[callers.bydigest]
+token_sha256 = "{token_digest(hashed_token).reveal()}"
+merchants = ["*"]
+"""
+    )
+    code, out, err = await run(
+        "config",
+        "check",
+        "--config",
+        str(config),
+        env={"FROMENV_PASSWORD": PASSWORD, "CALLER_TOKEN": env_token},
+    )
+    assert code == 0
+    assert out.count('"***"') == 6  # three passwords, three token digests
+    assert "http://***@127.0.0.1:3128" in out
+    secrets = [*FORMS, *forms(file_password), PROXY_PASSWORD, "proxy-user"]
+    for token in (env_token, file_token, hashed_token):
+        secrets += [token, token_digest(token).reveal()]
+    for secret in secrets:
+        assert secret not in out + err

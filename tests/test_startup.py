@@ -207,3 +207,71 @@ def test_unix_listen_addresses_parse(tmp_path: Path) -> None:
     path = config(tmp_path, "[server]\nlisten = 'unix://grpc.sock'\n")
     with pytest.raises(ConfigError, match="absolute path"):
         load_settings(path)
+
+
+async def test_serving_the_embedded_gateway_warns_once(nvp_adapter: Start) -> None:
+    """`serve` on the embedded gateway logs one WARNING line saying so."""
+    server = await nvp_adapter("serve", "--listen", "127.0.0.1:0")
+    code, _, err = await server.stop()
+    warnings = [line for line in err.splitlines() if " WARNING " in line]
+    assert code == 0
+    assert len(warnings) == 1
+    assert "serving from the embedded gateway" in warnings[0]
+
+
+async def test_serving_a_real_gateway_does_not_warn(nvp_adapter: Start) -> None:
+    """With a gateway URL there is no embedded-gateway warning (nothing is called to start)."""
+    server = await nvp_adapter(
+        "serve", "--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1"
+    )
+    code, _, err = await server.stop()
+    assert code == 0
+    assert " WARNING " not in err
+
+
+EMBEDDED_BY_DEFAULT = {
+    "no file": [],
+    "a file that leaves the url out": ["--config", "{folder}/adapter.toml"],
+}
+
+
+@pytest.mark.parametrize("args", EMBEDDED_BY_DEFAULT.values(), ids=EMBEDDED_BY_DEFAULT.keys())
+async def test_the_default_embedded_gateway_is_refused_off_loopback(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """A non-loopback listen address (insecure said) with the upstream left to its default:
+    exit 2, one line, before anything binds. (192.0.2.1 is a documentation address, on no host:
+    were the rule gone, binding would fail with another message.)"""
+    config(tmp_path, "[upstream]\napi_version = 100\n")
+    code, out, err = await run(
+        "serve",
+        "--listen",
+        "192.0.2.1:0",
+        *[arg.format(folder=tmp_path) for arg in args],
+        env={"NVP_ADAPTER_SERVER_INSECURE": "true"},
+    )
+    assert (code, out, err.count("\n")) == (2, "", 1)
+    assert "the upstream is the embedded gateway only by default" in err
+
+
+EMBEDDED_NAMED = {
+    "in the file": ('[upstream]\nurl = "embedded"\n', {}),
+    "in the environment": ("", {"NVP_ADAPTER_UPSTREAM_URL": "embedded"}),
+}
+
+
+@pytest.mark.parametrize(("text", "env"), EMBEDDED_NAMED.values(), ids=EMBEDDED_NAMED.keys())
+async def test_the_named_embedded_gateway_is_allowed_off_loopback(
+    tmp_path: Path, text: str, env: dict[str, str]
+) -> None:
+    """`url = "embedded"` said outright is accepted on a non-loopback address: `config check`
+    validates as `serve` does, without binding."""
+    path = config(tmp_path, '[server]\nlisten = "0.0.0.0:50051"\ninsecure = true\n' + text)
+    code, _, err = await run("config", "check", "--config", path, env=env)
+    assert (code, err) == (0, "")
+
+
+def test_the_upstream_flag_names_the_embedded_gateway(tmp_path: Path) -> None:
+    """`--upstream embedded` (given to `load_settings` as `serve` gives it) says it outright too."""
+    path = config(tmp_path, '[server]\nlisten = "0.0.0.0:50051"\ninsecure = true\n')
+    assert load_settings(path, upstream="embedded").upstream.is_embedded
