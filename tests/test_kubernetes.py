@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from adapter.config import Settings, load_settings
+from adapter.config import Overrides, Settings, load_settings
+from adapter.environment import config_file, read_environment
 from tests.dockerfile import read_image
 
 MANIFESTS = Path(__file__).parent.parent / "deploy" / "kubernetes"
@@ -50,7 +51,9 @@ def _mounts(kind: str) -> dict[str, dict[str, Any]]:
 
 def _config_text() -> str:
     """The TOML the sidecar reads: the ConfigMap key that NVP_ADAPTER_CONFIG names."""
-    path = Path(_env(ADAPTER)["NVP_ADAPTER_CONFIG"])
+    named = config_file(None, _env(ADAPTER))
+    assert named is not None, "the sidecar's environment names no config file"
+    path = Path(named)
     volume = _mounts("configMap")[str(path.parent)]
     assert volume["configMap"]["name"] == CONFIG_MAP["metadata"]["name"]
     text = CONFIG_MAP["data"][path.name]
@@ -58,7 +61,7 @@ def _config_text() -> str:
     return text
 
 
-def _load(folder: Path) -> Settings:
+def _load(folder: Path, overrides: Overrides | None = None) -> Settings:
     """The ConfigMap's TOML through ``load_settings``, each mounted Secret file made in ``folder``.
 
     Every ``password_file`` must lie in a Secret the sidecar mounts, or it would not exist in the
@@ -77,7 +80,7 @@ def _load(folder: Path) -> Settings:
         made.chmod(secrets[str(password_file.parent)]["secret"]["defaultMode"])
     config = folder / "adapter.toml"
     config.write_text(text)
-    return load_settings(config)
+    return load_settings(config, overrides=overrides)
 
 
 @pytest.fixture
@@ -93,6 +96,16 @@ def test_the_config_map_is_a_sidecar_configuration_serve_accepts(settings: Setti
     """The TOML loads as ``serve`` loads it, with the API on loopback and a real gateway."""
     assert settings.server.address.is_loopback
     assert not settings.upstream.is_embedded
+
+
+def test_the_image_environment_changes_nothing_the_config_map_sets(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The image's ENV and the container's env rank above the file: with them the sidecar runs
+    exactly the ConfigMap's settings, so no value of the TOML is silently overridden."""
+    environment = {**read_image().env, **_env(ADAPTER)}
+    in_the_pod = _load(tmp_path / "pod", read_environment(environment))
+    assert in_the_pod == settings
 
 
 @pytest.mark.parametrize("probe", ["startupProbe", "readinessProbe", "livenessProbe"])
