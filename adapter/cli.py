@@ -170,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         overrides = read_environment(os.environ)
         if args.command == "config":
             settings = load_settings(path, overrides=overrides)
+            configure_logging(settings.log)
             asyncio.run(check(settings))
             print(effective_toml(settings), end="")
             return
