@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Static checks: stub drift, ruff (lint and format), mypy --strict (adapter, tests, scripts), buf lint.
+# Static checks: stub drift, ruff (lint and format), mypy --strict (adapter, tests, scripts), hadolint
+# on the Dockerfile, kubernetes-validate --strict on deploy/kubernetes/, buf lint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -7,6 +8,11 @@ scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+.venv/bin/hadolint --failure-threshold warning Dockerfile
+echo "hadolint: clean"
+# Pinned, not the tool's moving default: 1.30 is the oldest Kubernetes the manifests are for.
+.venv/bin/kubernetes-validate --strict --quiet -k 1.30.0 deploy/kubernetes/*.yaml
+echo "kubernetes-validate --strict (1.30.0): clean"
 if command -v buf >/dev/null 2>&1; then
   (cd proto && buf lint)
   echo "buf lint: clean"
