@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from adapter import version
 from adapter.app import build_server, check
 from adapter.config import (
     DEMO_MERCHANT,
@@ -89,13 +89,6 @@ def _address(text: str) -> ListenAddress:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("nvp-adapter")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
-        return "unknown"
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nvp-adapter",
@@ -103,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"Settings: --config FILE (or {CONFIG_VARIABLE}), then NVP_ADAPTER_<TABLE>_<KEY> "
         "variables over the file, then the flags over both.",
     )
-    parser.add_argument("--version", action="version", version=f"nvp-adapter {_version()}")
+    parser.add_argument("--version", action="version", version=f"nvp-adapter {version()}")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )

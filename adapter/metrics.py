@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,22 +24,16 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from adapter import version
 from adapter.config import UpstreamSettings
 from adapter.http_guard import start_guarded_app
 
-__all__ = ["Metrics", "MetricsListener", "adapter_version"]
+__all__ = ["Metrics", "MetricsListener", "upstream_label"]
 
 log = logging.getLogger("adapter.metrics")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Seconds; up to a minute, past the 30-second default upstream timeout."""
-
-
-def adapter_version() -> str:
-    try:
-        return version("nvp-adapter")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "0+unknown"
 
 
 def upstream_label(settings: UpstreamSettings) -> str:
@@ -103,7 +96,7 @@ class Metrics:
             "Always 1: the adapter's version and its upstream (embedded, or the gateway's host).",
             ("version", "upstream"),
             registry=self.registry,
-        ).labels(adapter_version(), upstream).set(1)
+        ).labels(version(), upstream).set(1)
 
     def rpc_started(self, method: str) -> None:
         self._series(self._started, *_service_method(method)).inc()

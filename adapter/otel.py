@@ -14,7 +14,6 @@ RPC's names and status, the merchant and operation, and each attempt's number an
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 from collections.abc import Iterator, Mapping
 
 import grpc
@@ -33,6 +32,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
+from adapter import version
 from adapter.tracing import AttemptTrace, TraceContext, trace_headers
 
 __all__ = ["SERVICE_NAME", "Spans"]
@@ -53,17 +53,10 @@ SERVER_ERRORS = frozenset(
 others are the caller's to handle."""
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("nvp-adapter")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
-        return "unknown"
-
-
 def _resource() -> Resource:
     """The SDK's resource, with the adapter's name and version where the variables give none."""
     given = OTELResourceDetector().detect().attributes
-    ours = {"service.name": SERVICE_NAME, "service.version": _version()}
+    ours = {"service.name": SERVICE_NAME, "service.version": version()}
     return Resource.create({key: value for key, value in ours.items() if key not in given})
 
 
@@ -88,7 +81,7 @@ class Spans:
     def __init__(self, protocol: str, peer: tuple[str, int] | None = None) -> None:
         self._provider = TracerProvider(resource=_resource(), shutdown_on_exit=False)
         self._provider.add_span_processor(BatchSpanProcessor(_exporter(protocol)))
-        self._tracer = self._provider.get_tracer("nvp-adapter", _version())
+        self._tracer = self._provider.get_tracer("nvp-adapter", version())
         self._peer: dict[str, AttributeValue] = (
             {} if peer is None else {"server.address": peer[0], "server.port": peer[1]}
         )

@@ -15,12 +15,11 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapter import nvp
+from adapter import nvp, version
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.config import MetricsSettings, Settings
-from adapter.metrics import adapter_version
 from adapter.server import AdapterServer
 from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, fail, make_settings
 
@@ -195,7 +194,7 @@ async def test_build_info_names_the_version_and_the_gateway_host(
     """``nvp_adapter_build_info`` is 1, labelled with the version and the gateway's host only."""
     server, _ = await start(with_metrics(make_settings(scripted_upstream.url)))
     _, samples = await scrape(server)
-    labels = frozenset({"version": adapter_version(), "upstream": "127.0.0.1"}.items())
+    labels = frozenset({"version": version(), "upstream": "127.0.0.1"}.items())
     assert samples["nvp_adapter_build_info", labels] == 1
 
 
@@ -204,7 +203,7 @@ async def test_embedded_upstream_is_labelled_embedded(
 ) -> None:
     server, _ = await start(with_metrics(make_settings()))
     _, samples = await scrape(server)
-    labels = frozenset({"version": adapter_version(), "upstream": "embedded"}.items())
+    labels = frozenset({"version": version(), "upstream": "embedded"}.items())
     assert samples["nvp_adapter_build_info", labels] == 1
 
 
