@@ -12,17 +12,16 @@ failure at WARNING, a fault of the adapter at ERROR (``level_of``).
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-from adapter.interceptors import Behaviour, responses, wrap_behaviour
+from adapter.interceptors import Behaviour, Continuation, ended_with, responses, wrap_behaviour
 from adapter.metrics import Metrics
 from adapter.tracing import current_trace_id
 
@@ -105,6 +104,8 @@ def level_of(code: grpc.StatusCode, reason: str | None) -> int:
     """INFO for a success or a caller's mistake, WARNING for the gateway's, ERROR for ours."""
     if code is grpc.StatusCode.OK or code in _CALLERS_MISTAKES:
         return logging.INFO
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:  # the adapter's own, or grpc's at the deadline
+        return logging.WARNING
     if (
         reason is None
         or reason == "INTERNAL"
@@ -112,11 +113,6 @@ def level_of(code: grpc.StatusCode, reason: str | None) -> int:
     ):
         return logging.ERROR
     return logging.WARNING
-
-
-Continuation = Callable[
-    [grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]
-]
 
 
 class CallObserver(grpc.aio.ServerInterceptor):
@@ -144,9 +140,9 @@ class CallObserver(grpc.aio.ServerInterceptor):
             try:
                 response = await behaviour(request, context)
             except BaseException as exc:
-                self._close(record, method, _failure_code(exc, context))
+                self._close(record, method, ended_with(context, exc))
                 raise
-            self._close(record, method, context.code() or grpc.StatusCode.OK)
+            self._close(record, method, ended_with(context))
             return response
 
         return observed
@@ -160,9 +156,9 @@ class CallObserver(grpc.aio.ServerInterceptor):
                 async for response in responses(behaviour(request, context)):
                     yield response
             except BaseException as exc:
-                self._close(record, method, _failure_code(exc, context))
+                self._close(record, method, ended_with(context, exc))
                 raise
-            self._close(record, method, context.code() or grpc.StatusCode.OK)
+            self._close(record, method, ended_with(context))
 
         return observed
 
@@ -183,15 +179,3 @@ class CallObserver(grpc.aio.ServerInterceptor):
                 log.log(level, "rpc", extra=record.fields(code, seconds * 1000))
         except Exception:  # the call's own answer must not be lost to its bookkeeping
             log.exception("cannot write the access line of %s", record.rpc)
-
-
-def _failure_code(
-    exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]
-) -> grpc.StatusCode:
-    """The code a call that raised ends with: the one it aborted with, else what grpc sends."""
-    code = context.code()
-    if code is not None and code is not grpc.StatusCode.OK:
-        return code
-    if isinstance(exc, asyncio.CancelledError):  # the caller went away, or its deadline passed
-        return grpc.StatusCode.CANCELLED
-    return grpc.StatusCode.UNKNOWN

@@ -17,7 +17,7 @@ import contextvars
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +26,7 @@ import grpc
 from adapter.access import current_record
 from adapter.config import CallerSettings
 from adapter.errors import CallerUnauthenticated
-from adapter.interceptors import Behaviour, responses, wrap_behaviour
+from adapter.interceptors import Behaviour, Continuation, responses, wrap_behaviour
 from adapter.redaction import Secret
 from adapter.status import rich_status
 
@@ -115,11 +115,7 @@ class CallerAuthentication(grpc.aio.ServerInterceptor):
         self._callers = callers
 
     async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         method: str = details.method

@@ -8,16 +8,21 @@ replaces that one behaviour by a wrapped one. ``callers.CallerAuthentication`` a
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
-__all__ = ["Behaviour", "responses", "wrap_behaviour"]
+__all__ = ["Behaviour", "Continuation", "ended_with", "responses", "wrap_behaviour"]
 
 Behaviour = Callable[..., Any]
 """A handler's behaviour: ``(request, context)`` to a response, or to an async iterator of them."""
+Continuation = Callable[
+    [grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]
+]
+"""What a server interceptor calls for the handler of a call."""
 
 
 def wrap_behaviour(
@@ -48,3 +53,25 @@ async def responses(result: Any) -> AsyncIterator[Any]:
         return
     async for response in result:
         yield response
+
+
+def ended_with(
+    context: grpc.aio.ServicerContext[Any, Any], raised: BaseException | None = None
+) -> grpc.StatusCode:
+    """The status code a call ends with, once its behaviour returned or ``raised``.
+
+    A return is OK unless the handler set a code; an abort is an exception whose code is on the
+    context; a cancellation is DEADLINE_EXCEEDED when the deadline has passed, else CANCELLED
+    (the caller went away); anything else that escaped is what grpc then sends, UNKNOWN.
+    """
+    code: grpc.StatusCode | None = context.code()  # None until a handler sets or aborts
+    if raised is None:
+        return code or grpc.StatusCode.OK
+    if isinstance(raised, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    if code is None or code is grpc.StatusCode.OK:
+        return grpc.StatusCode.UNKNOWN
+    return code

@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -37,6 +37,7 @@ import grpc
 
 from adapter.config import UpstreamSettings, redact_url
 from adapter.errors import ConfigError
+from adapter.interceptors import Behaviour, Continuation, ended_with
 
 __all__ = [
     "AttemptTrace",
@@ -385,9 +386,6 @@ def _peer(upstream: UpstreamSettings | None) -> tuple[str, int] | None:
     return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
-Behaviour = Callable[..., Any]
-
-
 class TraceInterceptor(grpc.aio.ServerInterceptor):
     """Reads each call's trace context and holds it for the RPC: the outermost interceptor.
 
@@ -399,11 +397,7 @@ class TraceInterceptor(grpc.aio.ServerInterceptor):
         self._prefixes = tuple(f"/{service}/" for service in services)
 
     async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         method: str = details.method
@@ -420,28 +414,12 @@ class TraceInterceptor(grpc.aio.ServerInterceptor):
             token = _current.set(rpc)
             try:
                 response = await behaviour(request, context)
-            except asyncio.CancelledError:
-                rpc.end(_cancelled(context))
-                raise
-            except BaseException:  # an abort is an exception too: its code is on the context
-                rpc.end(_code(context) or grpc.StatusCode.UNKNOWN)
+            except BaseException as exc:  # an abort is an exception too: its code is on the context
+                rpc.end(ended_with(context, exc))
                 raise
             finally:
                 _current.reset(token)
-            rpc.end(_code(context) or grpc.StatusCode.OK)
+            rpc.end(ended_with(context))
             return response
 
         return traced
-
-
-def _code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode | None:
-    code: grpc.StatusCode | None = context.code()  # None until a handler sets or aborts
-    return code
-
-
-def _cancelled(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
-    """Why a handler was cancelled: its deadline passed, or the caller went away."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.CANCELLED

@@ -281,6 +281,7 @@ async def test_serve_writes_json_lines_end_to_end(nvp_adapter: Start, tmp_path: 
         (grpc.StatusCode.INTERNAL, "INVALID_REQUEST", logging.ERROR),
         (grpc.StatusCode.INTERNAL, "INTERNAL", logging.ERROR),
         (grpc.StatusCode.UNKNOWN, None, logging.ERROR),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, None, logging.WARNING),
     ],
 )
 def test_levels(code: grpc.StatusCode, reason: str | None, level: int) -> None:
