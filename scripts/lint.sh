@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Static checks: stub drift, ruff (lint and format), mypy --strict (adapter, tests, scripts), hadolint
-# on the Dockerfile, kubernetes-validate --strict on deploy/kubernetes/, buf lint.
+# on the Dockerfile, kubernetes-validate --strict on deploy/kubernetes/, buf lint and buf breaking.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -16,6 +16,9 @@ echo "kubernetes-validate --strict (1.30.0): clean"
 if command -v buf >/dev/null 2>&1; then
   (cd proto && buf lint)
   echo "buf lint: clean"
+  # The released API, built from the v0.1.0 tag: a change that breaks existing stubs fails here.
+  (cd proto && buf breaking --against releases/v0.1.0.binpb)
+  echo "buf breaking (against v0.1.0): clean"
 else
   echo "buf not found: buf lint skipped (CI installs it)"
 fi
