@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from adapter._proto.mpgs.gateway.v1 import retry_safety_pb2 as mpgs_dot_gateway_dot_v1_dot_retry__safety__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%mpgs/gateway/v1/session_service.proto\x12\x0fmpgs.gateway.v1\x1a\"mpgs/gateway/v1/retry_safety.proto\"c\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12;\n\rupdate_status\x18\x02 \x01(\x0e\x32$.mpgs.gateway.v1.SessionUpdateStatus\x12\x0f\n\x07version\x18\x03 \x01(\t\"\xc2\x01\n\x14\x43reateSessionRequest\x12\x10\n\x08merchant\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12L\n\x0c\x65xtra_fields\x18\x0f \x03(\x0b\x32\x36.mpgs.gateway.v1.CreateSessionRequest.ExtraFieldsEntry\x1a\x32\n\x10\x45xtraFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x02\n\x15\x43reateSessionResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x10\n\x08merchant\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0e\x32\x17.mpgs.gateway.v1.Result\x12)\n\x07session\x18\x04 \x01(\x0b\x32\x18.mpgs.gateway.v1.Session\x12M\n\x0c\x65xtra_fields\x18\x0f \x03(\x0b\x32\x37.mpgs.gateway.v1.CreateSessionResponse.ExtraFieldsEntry\x1a\x32\n\x10\x45xtraFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*p\n\x06Result\x12\x16\n\x12RESULT_UNSPECIFIED\x10\x00\x12\x12\n\x0eRESULT_SUCCESS\x10\x01\x12\x12\n\x0eRESULT_PENDING\x10\x02\x12\x12\n\x0eRESULT_FAILURE\x10\x03\x12\x12\n\x0eRESULT_UNKNOWN\x10\x04*\xa7\x01\n\x13SessionUpdateStatus\x12%\n!SESSION_UPDATE_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fSESSION_UPDATE_STATUS_NO_UPDATE\x10\x01\x12!\n\x1dSESSION_UPDATE_STATUS_SUCCESS\x10\x02\x12!\n\x1dSESSION_UPDATE_STATUS_FAILURE\x10\x03\x32v\n\x0eSessionService\x12\x64\n\rCreateSession\x12%.mpgs.gateway.v1.CreateSessionRequest\x1a&.mpgs.gateway.v1.CreateSessionResponse\"\x04\xc8\xf3\x18\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%mpgs/gateway/v1/session_service.proto\x12\x0fmpgs.gateway.v1\x1a\"mpgs/gateway/v1/retry_safety.proto\"\x81\x01\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12;\n\rupdate_status\x18\x02 \x01(\x0e\x32$.mpgs.gateway.v1.SessionUpdateStatus\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x1c\n\x14\x61uthentication_limit\x18\x04 \x01(\t\"\x18\n\nSessionRef\x12\n\n\x02id\x18\x01 \x01(\t\".\n\x0fSessionRevision\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"]\n\x05Order\x12\x0e\n\x06\x61mount\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\xc2\x01\n\x14\x43reateSessionRequest\x12\x10\n\x08merchant\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12L\n\x0c\x65xtra_fields\x18\x0f \x03(\x0b\x32\x36.mpgs.gateway.v1.CreateSessionRequest.ExtraFieldsEntry\x1a\x32\n\x10\x45xtraFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x02\n\x15\x43reateSessionResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x10\n\x08merchant\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0e\x32\x17.mpgs.gateway.v1.Result\x12)\n\x07session\x18\x04 \x01(\x0b\x32\x18.mpgs.gateway.v1.Session\x12M\n\x0c\x65xtra_fields\x18\x0f \x03(\x0b\x32\x37.mpgs.gateway.v1.CreateSessionResponse.ExtraFieldsEntry\x1a\x32\n\x10\x45xtraFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9c\x02\n\x14UpdateSessionRequest\x12\x10\n\x08merchant\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x31\n\x07session\x18\x03 \x01(\x0b\x32 .mpgs.gateway.v1.SessionRevision\x12%\n\x05order\x18\x04 \x01(\x0b\x32\x16.mpgs.gateway.v1.Order\x12L\n\x0c\x65xtra_fields\x18\x0f \x03(\x0b\x32\x36.mpgs.gateway.v1.UpdateSessionRequest.ExtraFieldsEntry\x1a\x32\n\x10\x45xtraFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbf\x02\n\x15UpdateSessionResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x10\n\x08merchant\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0e\x32\x17.mpgs.gateway.v1.Result\x12)\n\x07session\x18\x04 \x01(\x0b\x32\x18.mpgs.gateway.v1.Session\x12%\n\x05order\x18\x05 \x01(\x0b\x32\x16.mpgs.gateway.v1.Order\x12M\n\x0c\x65xtra_fields\x18\x0f \x03(\x0b\x32\x37.mpgs.gateway.v1.UpdateSessionResponse.ExtraFieldsEntry\x1a\x32\n\x10\x45xtraFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"p\n\x16RetrieveSessionRequest\x12\x10\n\x08merchant\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12,\n\x07session\x18\x03 \x01(\x0b\x32\x1b.mpgs.gateway.v1.SessionRef\"\xc3\x02\n\x17RetrieveSessionResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x10\n\x08merchant\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0e\x32\x17.mpgs.gateway.v1.Result\x12)\n\x07session\x18\x04 \x01(\x0b\x32\x18.mpgs.gateway.v1.Session\x12%\n\x05order\x18\x05 \x01(\x0b\x32\x16.mpgs.gateway.v1.Order\x12O\n\x0c\x65xtra_fields\x18\x0f \x03(\x0b\x32\x39.mpgs.gateway.v1.RetrieveSessionResponse.ExtraFieldsEntry\x1a\x32\n\x10\x45xtraFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*p\n\x06Result\x12\x16\n\x12RESULT_UNSPECIFIED\x10\x00\x12\x12\n\x0eRESULT_SUCCESS\x10\x01\x12\x12\n\x0eRESULT_PENDING\x10\x02\x12\x12\n\x0eRESULT_FAILURE\x10\x03\x12\x12\n\x0eRESULT_UNKNOWN\x10\x04*\xa7\x01\n\x13SessionUpdateStatus\x12%\n!SESSION_UPDATE_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fSESSION_UPDATE_STATUS_NO_UPDATE\x10\x01\x12!\n\x1dSESSION_UPDATE_STATUS_SUCCESS\x10\x02\x12!\n\x1dSESSION_UPDATE_STATUS_FAILURE\x10\x03\x32\xc8\x02\n\x0eSessionService\x12\x64\n\rCreateSession\x12%.mpgs.gateway.v1.CreateSessionRequest\x1a&.mpgs.gateway.v1.CreateSessionResponse\"\x04\xc8\xf3\x18\x02\x12\x64\n\rUpdateSession\x12%.mpgs.gateway.v1.UpdateSessionRequest\x1a&.mpgs.gateway.v1.UpdateSessionResponse\"\x04\xc8\xf3\x18\x02\x12j\n\x0fRetrieveSession\x12\'.mpgs.gateway.v1.RetrieveSessionRequest\x1a(.mpgs.gateway.v1.RetrieveSessionResponse\"\x04\xc8\xf3\x18\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,22 +36,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_options = b'8\001'
   _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._loaded_options = None
   _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_UPDATESESSIONREQUEST_EXTRAFIELDSENTRY']._loaded_options = None
+  _globals['_UPDATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_UPDATESESSIONRESPONSE_EXTRAFIELDSENTRY']._loaded_options = None
+  _globals['_UPDATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_RETRIEVESESSIONRESPONSE_EXTRAFIELDSENTRY']._loaded_options = None
+  _globals['_RETRIEVESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_options = b'8\001'
   _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._loaded_options = None
   _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._serialized_options = b'\310\363\030\002'
-  _globals['_RESULT']._serialized_start=675
-  _globals['_RESULT']._serialized_end=787
-  _globals['_SESSIONUPDATESTATUS']._serialized_start=790
-  _globals['_SESSIONUPDATESTATUS']._serialized_end=957
-  _globals['_SESSION']._serialized_start=94
-  _globals['_SESSION']._serialized_end=193
-  _globals['_CREATESESSIONREQUEST']._serialized_start=196
-  _globals['_CREATESESSIONREQUEST']._serialized_end=390
-  _globals['_CREATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_start=340
-  _globals['_CREATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_end=390
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=393
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=673
-  _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_start=340
-  _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_end=390
-  _globals['_SESSIONSERVICE']._serialized_start=959
-  _globals['_SESSIONSERVICE']._serialized_end=1077
+  _globals['_SESSIONSERVICE'].methods_by_name['UpdateSession']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['UpdateSession']._serialized_options = b'\310\363\030\002'
+  _globals['_SESSIONSERVICE'].methods_by_name['RetrieveSession']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['RetrieveSession']._serialized_options = b'\310\363\030\002'
+  _globals['_RESULT']._serialized_start=1924
+  _globals['_RESULT']._serialized_end=2036
+  _globals['_SESSIONUPDATESTATUS']._serialized_start=2039
+  _globals['_SESSIONUPDATESTATUS']._serialized_end=2206
+  _globals['_SESSION']._serialized_start=95
+  _globals['_SESSION']._serialized_end=224
+  _globals['_SESSIONREF']._serialized_start=226
+  _globals['_SESSIONREF']._serialized_end=250
+  _globals['_SESSIONREVISION']._serialized_start=252
+  _globals['_SESSIONREVISION']._serialized_end=298
+  _globals['_ORDER']._serialized_start=300
+  _globals['_ORDER']._serialized_end=393
+  _globals['_CREATESESSIONREQUEST']._serialized_start=396
+  _globals['_CREATESESSIONREQUEST']._serialized_end=590
+  _globals['_CREATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_start=540
+  _globals['_CREATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_end=590
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=593
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=873
+  _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_start=540
+  _globals['_CREATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_end=590
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=876
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=1160
+  _globals['_UPDATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_start=540
+  _globals['_UPDATESESSIONREQUEST_EXTRAFIELDSENTRY']._serialized_end=590
+  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1163
+  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1482
+  _globals['_UPDATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_start=540
+  _globals['_UPDATESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_end=590
+  _globals['_RETRIEVESESSIONREQUEST']._serialized_start=1484
+  _globals['_RETRIEVESESSIONREQUEST']._serialized_end=1596
+  _globals['_RETRIEVESESSIONRESPONSE']._serialized_start=1599
+  _globals['_RETRIEVESESSIONRESPONSE']._serialized_end=1922
+  _globals['_RETRIEVESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_start=540
+  _globals['_RETRIEVESESSIONRESPONSE_EXTRAFIELDSENTRY']._serialized_end=590
+  _globals['_SESSIONSERVICE']._serialized_start=2209
+  _globals['_SESSIONSERVICE']._serialized_end=2537
 # @@protoc_insertion_point(module_scope)

@@ -88,26 +88,124 @@ class Session(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     UPDATE_STATUS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    AUTHENTICATION_LIMIT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The identifier of the session, ASCII, 31 to 35 characters (NVP `session.id`)."""
     update_status: Global___SessionUpdateStatus.ValueType
     """The outcome of the last attempt to modify the session (NVP `session.updateStatus`)."""
     version: _builtins.str
     """A 10-character version that changes on every update, for optimistic locking (NVP `session.version`)."""
+    authentication_limit: _builtins.str
+    """How many payer authentication attempts the session allows, 1 to 25, as the gateway sends it
+    (NVP `session.authenticationLimit`).
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         update_status: Global___SessionUpdateStatus.ValueType = ...,
         version: _builtins.str = ...,
+        authentication_limit: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "update_status", b"update_status", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authentication_limit", b"authentication_limit", "id", b"id", "update_status", b"update_status", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class SessionRef(_message.Message):
+    """SessionRef names one session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The identifier of the session, 31 to 35 characters of `0-9 A-Z a-z` (NVP `session.id`)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionRef: _TypeAlias = SessionRef  # noqa: Y015
+
+@_typing.final
+class SessionRevision(_message.Message):
+    """SessionRevision names one session and, optionally, the version of it the caller last saw."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The identifier of the session, 31 to 35 characters of `0-9 A-Z a-z` (NVP `session.id`)."""
+    version: _builtins.str
+    """The version the caller last saw, 10 characters of `0-9 a-z`; empty means any (NVP
+    `session.version`). The gateway refuses the update if the session has changed since.
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionRevision: _TypeAlias = SessionRevision  # noqa: Y015
+
+@_typing.final
+class Order(_message.Message):
+    """Order is what a session holds of the order to be paid. Amounts are decimal strings, never
+    floating-point numbers.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    amount: _builtins.str
+    """The amount, a plain decimal of at most 14 integer digits and 3 decimals, such as `10.50`
+    (NVP `order.amount`). Set together with `currency`.
+    """
+    currency: _builtins.str
+    """The ISO 4217 currency code, 3 upper-case letters, such as `USD` (NVP `order.currency`)."""
+    id: _builtins.str
+    """The merchant's unique identifier of the order, 1 to 40 characters (NVP `order.id`)."""
+    reference: _builtins.str
+    """The merchant's reference for the order, 1 to 40 characters (NVP `order.reference`)."""
+    description: _builtins.str
+    """A short description of the order, 1 to 127 characters (NVP `order.description`)."""
+    def __init__(
+        self,
+        *,
+        amount: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        id: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "description", b"description", "id", b"id", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Order: _TypeAlias = Order  # noqa: Y015
 
 @_typing.final
 class CreateSessionRequest(_message.Message):
@@ -222,3 +320,235 @@ class CreateSessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateSessionResponse: _TypeAlias = CreateSessionResponse  # noqa: Y015
+
+@_typing.final
+class UpdateSessionRequest(_message.Message):
+    """UpdateSessionRequest names a session and the fields to store in it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ExtraFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MERCHANT_FIELD_NUMBER: _builtins.int
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
+    merchant: _builtins.str
+    """The merchant identifier, 1 to 12 characters of `0-9 a-z A-Z - _` (NVP `merchant`)."""
+    correlation_id: _builtins.str
+    """A transient identifier echoed in the response; empty means absent (NVP `correlationId`)."""
+    @_builtins.property
+    def session(self) -> Global___SessionRevision:
+        """The session to update, and the version the caller last saw (NVP `session.*`)."""
+
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order fields to store; empty fields are left as they are (NVP `order.*`)."""
+
+    @_builtins.property
+    def extra_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Other session fields to store, sent verbatim; the keys are NVP names (`billing.address.city`)."""
+
+    def __init__(
+        self,
+        *,
+        merchant: _builtins.str = ...,
+        correlation_id: _builtins.str = ...,
+        session: Global___SessionRevision | None = ...,
+        order: Global___Order | None = ...,
+        extra_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "extra_fields", b"extra_fields", "merchant", b"merchant", "order", b"order", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSessionRequest: _TypeAlias = UpdateSessionRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSessionResponse(_message.Message):
+    """UpdateSessionResponse is what the session holds after the update."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ExtraFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    MERCHANT_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
+    correlation_id: _builtins.str
+    """The transient identifier given in the request, echoed by the gateway (NVP `correlationId`)."""
+    merchant: _builtins.str
+    """The merchant the session belongs to (NVP `merchant`)."""
+    result: Global___Result.ValueType
+    """The gateway's overall result of the operation (NVP `result`)."""
+    @_builtins.property
+    def session(self) -> Global___Session:
+        """The session, with its new version and update status (NVP `session.*`)."""
+
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order fields the session holds (NVP `order.*`)."""
+
+    @_builtins.property
+    def extra_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Every other field the session holds, and the raw text of unknown enum values, by NVP name."""
+
+    def __init__(
+        self,
+        *,
+        correlation_id: _builtins.str = ...,
+        merchant: _builtins.str = ...,
+        result: Global___Result.ValueType = ...,
+        session: Global___Session | None = ...,
+        order: Global___Order | None = ...,
+        extra_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "extra_fields", b"extra_fields", "merchant", b"merchant", "order", b"order", "result", b"result", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSessionResponse: _TypeAlias = UpdateSessionResponse  # noqa: Y015
+
+@_typing.final
+class RetrieveSessionRequest(_message.Message):
+    """RetrieveSessionRequest names the session to read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERCHANT_FIELD_NUMBER: _builtins.int
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    merchant: _builtins.str
+    """The merchant identifier, 1 to 12 characters of `0-9 a-z A-Z - _` (NVP `merchant`)."""
+    correlation_id: _builtins.str
+    """A transient identifier echoed in the response; empty means absent (NVP `correlationId`)."""
+    @_builtins.property
+    def session(self) -> Global___SessionRef:
+        """The session to read (NVP `session.id`)."""
+
+    def __init__(
+        self,
+        *,
+        merchant: _builtins.str = ...,
+        correlation_id: _builtins.str = ...,
+        session: Global___SessionRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "merchant", b"merchant", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetrieveSessionRequest: _TypeAlias = RetrieveSessionRequest  # noqa: Y015
+
+@_typing.final
+class RetrieveSessionResponse(_message.Message):
+    """RetrieveSessionResponse is what the session holds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ExtraFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    MERCHANT_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
+    correlation_id: _builtins.str
+    """The transient identifier given in the request, echoed by the gateway (NVP `correlationId`)."""
+    merchant: _builtins.str
+    """The merchant the session belongs to (NVP `merchant`)."""
+    result: Global___Result.ValueType
+    """The gateway's overall result of the operation (NVP `result`)."""
+    @_builtins.property
+    def session(self) -> Global___Session:
+        """The session, with its version and last update status (NVP `session.*`)."""
+
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order fields the session holds (NVP `order.*`)."""
+
+    @_builtins.property
+    def extra_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Every other field the session holds, and the raw text of unknown enum values, by NVP name."""
+
+    def __init__(
+        self,
+        *,
+        correlation_id: _builtins.str = ...,
+        merchant: _builtins.str = ...,
+        result: Global___Result.ValueType = ...,
+        session: Global___Session | None = ...,
+        order: Global___Order | None = ...,
+        extra_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "extra_fields", b"extra_fields", "merchant", b"merchant", "order", b"order", "result", b"result", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetrieveSessionResponse: _TypeAlias = RetrieveSessionResponse  # noqa: Y015

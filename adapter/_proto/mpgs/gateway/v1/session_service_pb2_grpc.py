@@ -40,6 +40,16 @@ class SessionServiceStub:
                 request_serializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.CreateSessionRequest.SerializeToString,
                 response_deserializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.CreateSessionResponse.FromString,
                 _registered_method=True)
+        self.UpdateSession = channel.unary_unary(
+                '/mpgs.gateway.v1.SessionService/UpdateSession',
+                request_serializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.UpdateSessionRequest.SerializeToString,
+                response_deserializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.UpdateSessionResponse.FromString,
+                _registered_method=True)
+        self.RetrieveSession = channel.unary_unary(
+                '/mpgs.gateway.v1.SessionService/RetrieveSession',
+                request_serializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.RetrieveSessionRequest.SerializeToString,
+                response_deserializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.RetrieveSessionResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -53,6 +63,21 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateSession(self, request, context):
+        """UpdateSession stores the order, and any other field a session holds, in a session (NVP
+        `UPDATE_SESSION`). It overwrites the fields it names and removes none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetrieveSession(self, request, context):
+        """RetrieveSession reads what a session holds (NVP `RETRIEVE_SESSION`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +85,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.CreateSession,
                     request_deserializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.CreateSessionRequest.FromString,
                     response_serializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.CreateSessionResponse.SerializeToString,
+            ),
+            'UpdateSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSession,
+                    request_deserializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.UpdateSessionRequest.FromString,
+                    response_serializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.UpdateSessionResponse.SerializeToString,
+            ),
+            'RetrieveSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetrieveSession,
+                    request_deserializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.RetrieveSessionRequest.FromString,
+                    response_serializer=mpgs_dot_gateway_dot_v1_dot_session__service__pb2.RetrieveSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +125,60 @@ class SessionService:
             '/mpgs.gateway.v1.SessionService/CreateSession',
             mpgs_dot_gateway_dot_v1_dot_session__service__pb2.CreateSessionRequest.SerializeToString,
             mpgs_dot_gateway_dot_v1_dot_session__service__pb2.CreateSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpgs.gateway.v1.SessionService/UpdateSession',
+            mpgs_dot_gateway_dot_v1_dot_session__service__pb2.UpdateSessionRequest.SerializeToString,
+            mpgs_dot_gateway_dot_v1_dot_session__service__pb2.UpdateSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetrieveSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpgs.gateway.v1.SessionService/RetrieveSession',
+            mpgs_dot_gateway_dot_v1_dot_session__service__pb2.RetrieveSessionRequest.SerializeToString,
+            mpgs_dot_gateway_dot_v1_dot_session__service__pb2.RetrieveSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,12 @@ class SessionServiceStub:
     def __new__(cls, channel: _aio.Channel) -> SessionServiceAsyncStub: ...
     CreateSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.CreateSessionRequest, _session_service_pb2.CreateSessionResponse]
     """CreateSession asks the gateway for a new, empty payment session (NVP `CREATE_SESSION`)."""
+    UpdateSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.UpdateSessionRequest, _session_service_pb2.UpdateSessionResponse]
+    """UpdateSession stores the order, and any other field a session holds, in a session (NVP
+    `UPDATE_SESSION`). It overwrites the fields it names and removes none.
+    """
+    RetrieveSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.RetrieveSessionRequest, _session_service_pb2.RetrieveSessionResponse]
+    """RetrieveSession reads what a session holds (NVP `RETRIEVE_SESSION`)."""
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -43,6 +49,12 @@ class SessionServiceAsyncStub(SessionServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.CreateSessionRequest, _session_service_pb2.CreateSessionResponse]  # type: ignore[assignment]
     """CreateSession asks the gateway for a new, empty payment session (NVP `CREATE_SESSION`)."""
+    UpdateSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.UpdateSessionRequest, _session_service_pb2.UpdateSessionResponse]  # type: ignore[assignment]
+    """UpdateSession stores the order, and any other field a session holds, in a session (NVP
+    `UPDATE_SESSION`). It overwrites the fields it names and removes none.
+    """
+    RetrieveSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.RetrieveSessionRequest, _session_service_pb2.RetrieveSessionResponse]  # type: ignore[assignment]
+    """RetrieveSession reads what a session holds (NVP `RETRIEVE_SESSION`)."""
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """SessionService creates and manages payment sessions on the payment gateway."""
@@ -54,5 +66,23 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_service_pb2.CreateSessionResponse, _abc.Awaitable[_session_service_pb2.CreateSessionResponse]]:
         """CreateSession asks the gateway for a new, empty payment session (NVP `CREATE_SESSION`)."""
+
+    @_abc_1.abstractmethod
+    def UpdateSession(
+        self,
+        request: _session_service_pb2.UpdateSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.UpdateSessionResponse, _abc.Awaitable[_session_service_pb2.UpdateSessionResponse]]:
+        """UpdateSession stores the order, and any other field a session holds, in a session (NVP
+        `UPDATE_SESSION`). It overwrites the fields it names and removes none.
+        """
+
+    @_abc_1.abstractmethod
+    def RetrieveSession(
+        self,
+        request: _session_service_pb2.RetrieveSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.RetrieveSessionResponse, _abc.Awaitable[_session_service_pb2.RetrieveSessionResponse]]:
+        """RetrieveSession reads what a session holds (NVP `RETRIEVE_SESSION`)."""
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
