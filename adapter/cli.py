@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from adapter import version
@@ -49,6 +50,7 @@ from adapter.probe import dial_target, probe, probe_target
 from adapter.server import AdapterServer, serve
 
 EXIT_CONFIG = 2
+FIRST_CALL_SCRIPT = "scripts/first_call.py"
 EXIT_UNHEALTHY = 1
 HEALTH_TIMEOUT_SECONDS = 2.0
 HEALTH_TIMEOUT_RANGE = (0.1, 60.0)
@@ -228,7 +230,7 @@ def _print_first_call(server: AdapterServer) -> None:
     )
     address = settings.server.address
     grpcurl = ["grpcurl"]
-    first_call = [".venv/bin/python scripts/first_call.py", f"--target {server.address}"]
+    first_call = [f".venv/bin/python {FIRST_CALL_SCRIPT}", f"--target {server.address}"]
     if settings.server.tls is None:
         grpcurl.append("-plaintext")
     else:
@@ -243,12 +245,17 @@ def _print_first_call(server: AdapterServer) -> None:
     grpcurl.append(f'-d \'{{"merchant": "{merchant}"}}\'')
     grpcurl.append(f"-unix {address.path}" if address.path is not None else server.address)
     first_call.append(f"--merchant {merchant}")
+    # The Python hint only where it can be followed: from a checkout, not from the image.
+    python = (
+        f"or with Python (this repository's .venv):\n  {' '.join(first_call)}\n"
+        if Path(FIRST_CALL_SCRIPT).is_file()
+        else ""
+    )
     print(
         f"nvp-adapter listening on {server.address} (upstream: {upstream})\n"
         f"First call, with grpcurl:\n"
         f"  {' '.join(grpcurl)} mpgs.gateway.v1.SessionService/CreateSession\n"
-        f"or with Python (this repository's .venv):\n"
-        f"  {' '.join(first_call)}\n"
+        f"{python}"
         f"Stop with Ctrl-C or SIGTERM; SIGHUP reloads secrets and certificates.",
         flush=True,
     )

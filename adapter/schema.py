@@ -38,14 +38,57 @@ EXTRA_FIELDS = "extra_fields"
 """The map field, in requests and responses, that carries NVP fields the proto does not model."""
 
 MAX_NAME_LENGTH = 100
-# A request is refused before it is sent when its answer might not fit back through gRPC: the
-# gateway echoes what it is sent, so a request that is accepted upstream and then cannot be
-# answered would leave the caller not knowing that a session exists. The gateway documents
-# correlationId as at most 100 characters; the bounds on extra_fields keep a request (and so its
-# echo) near 100 * (100 + 1024) characters, a few hundred KB at most even in 4-byte UTF-8,
-# far inside gRPC's default 4 MiB, while leaving room for any field MPGS defines.
-MAX_VALUE_LENGTHS: Mapping[str, int] = MappingProxyType({"correlationId": 100})
-"""Per NVP name of a modelled request field: the most characters its value may hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRule:
+    """What a modelled request field's value must look like, and how the BadRequest says so."""
+
+    description: str
+    pattern: re.Pattern[str] | None = None
+    max_length: int | None = None
+
+    def admits(self, value: str) -> bool:
+        if self.max_length is not None and len(value) > self.max_length:
+            return False
+        return self.pattern is None or self.pattern.fullmatch(value) is not None
+
+
+_ANY_TEXT = re.compile(r".+", re.DOTALL)
+# Per NVP name: checked wherever a request models the name (and the caller set it), before any
+# upstream call. The gateway's own limits (CONTRACT §2, §8), so that nothing it would refuse for
+# its form is sent, and nothing it accepts is refused. Amounts are decimal strings end to end.
+# correlationId: the gateway documents at most 100 characters; the bounds on extra_fields keep a
+# request (and so the echo of it in the answer) near 100 * (100 + 1024) characters, a few hundred
+# KB at most even in 4-byte UTF-8, far inside gRPC's default 4 MiB, so that no request accepted
+# upstream comes back with an answer that cannot be sent.
+VALUE_RULES: Mapping[str, ValueRule] = MappingProxyType(
+    {
+        nvp.MERCHANT: ValueRule("1 to 12 characters of 0-9 a-z A-Z - _", nvp.MERCHANT_ID),
+        "correlationId": ValueRule("at most 100 characters", max_length=100),
+        "session.id": ValueRule(
+            "31 to 35 characters of 0-9 A-Z a-z", re.compile(r"[0-9A-Za-z]{31,35}")
+        ),
+        "session.version": ValueRule(
+            "exactly 10 characters of 0-9 a-z", re.compile(r"[0-9a-z]{10}")
+        ),
+        "order.amount": ValueRule(
+            "a plain decimal: 1 to 14 integer digits and at most 3 decimals, no sign, no "
+            "exponent (such as 10.50)",
+            re.compile(r"[0-9]{1,14}(\.[0-9]{1,3})?"),
+        ),
+        "order.currency": ValueRule(
+            "an ISO 4217 code: 3 upper-case letters (such as USD)", re.compile(r"[A-Z]{3}")
+        ),
+        "order.id": ValueRule("1 to 40 characters", _ANY_TEXT, 40),
+        "order.reference": ValueRule("1 to 40 characters", _ANY_TEXT, 40),
+        "order.description": ValueRule("1 to 127 characters", _ANY_TEXT, 127),
+    }
+)
+REQUIRED: frozenset[str] = frozenset({nvp.MERCHANT, "session.id"})
+"""NVP names a request must set wherever it models them."""
+TOGETHER: tuple[tuple[str, str], ...] = (("order.amount", "order.currency"),)
+"""Pairs of NVP names a request sets both of, or neither."""
 MAX_EXTRA_FIELDS = 100
 MAX_EXTRA_VALUE_LENGTH = 1024
 _NVP_NAME = re.compile(r"[A-Za-z0-9]+(\[[0-9]+\])?(\.[A-Za-z0-9]+(\[[0-9]+\])?)*")
@@ -103,6 +146,8 @@ class MessageSchema:
         self.message_class: type[Message] = GetMessageClass(descriptor)
         self._leaves = _leaves(descriptor, prefix, ())
         self.names = frozenset(self._leaves)
+        self.ordered_names = tuple(self._leaves)
+        """The names in the proto's field order: checks report the first field that fails."""
         self.has_extra_fields = EXTRA_FIELDS in descriptor.fields_by_name
         self._proto_path_by_name = {name: leaf.proto_path for name, leaf in self._leaves.items()}
 
@@ -189,23 +234,28 @@ class Operation:
     def encode_request(self, message: Message) -> dict[str, str]:
         """The NVP fields for a request (credentials aside), after checking every value.
 
-        Raises ``RequestInvalid`` for a malformed merchant, a value over its length in
-        ``MAX_VALUE_LENGTHS``, more than ``MAX_EXTRA_FIELDS`` extra fields (naming
+        Raises ``RequestInvalid`` naming the proto field for a ``REQUIRED`` field left empty, a
+        value its ``VALUE_RULES`` entry refuses, one of a ``TOGETHER`` pair without the other,
+        more than ``MAX_EXTRA_FIELDS`` extra fields (naming
         ``extra_fields``), and naming ``extra_fields[<key>]`` for a key that is not an NVP name,
         that the adapter or a modelled field owns, or whose value is over
         ``MAX_EXTRA_VALUE_LENGTH`` characters.
         """
         fields = {nvp.API_OPERATION: self.api_operation, **self.request.render(message)}
-        if not nvp.MERCHANT_ID.fullmatch(fields.get(nvp.MERCHANT, "")):
-            raise RequestInvalid(
-                self.request.proto_path(nvp.MERCHANT) or nvp.MERCHANT,
-                "required: 1 to 12 characters of 0-9 a-z A-Z - _",
-            )
-        for name, limit in MAX_VALUE_LENGTHS.items():
-            if len(fields.get(name, "")) > limit:
-                raise RequestInvalid(
-                    self.request.proto_path(name) or name, f"at most {limit} characters"
-                )
+        for name in self.request.ordered_names:
+            rule = VALUE_RULES.get(name)
+            value = fields.get(name)
+            if value is None:
+                if name in REQUIRED:
+                    raise RequestInvalid(
+                        self._path(name), f"required: {rule.description if rule else 'set it'}"
+                    )
+            elif rule is not None and not rule.admits(value):
+                raise RequestInvalid(self._path(name), rule.description)
+        for first, second in TOGETHER:
+            if first in self.request.names and (first in fields) != (second in fields):
+                missing, given = (second, first) if first in fields else (first, second)
+                raise RequestInvalid(self._path(missing), f"required with {self._path(given)}")
         if self.request.has_extra_fields:
             extra = getattr(message, EXTRA_FIELDS)
             if len(extra) > MAX_EXTRA_FIELDS:
@@ -215,6 +265,9 @@ class Operation:
                 check_extra_value(key, value)
                 fields[key] = value
         return fields
+
+    def _path(self, name: str) -> str:
+        return self.request.proto_path(name) or name
 
     def decode_response(self, fields: Mapping[str, str]) -> Message:
         """The typed response for a successful NVP answer.

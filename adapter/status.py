@@ -72,6 +72,11 @@ _INTERNAL = "internal error in the adapter"
 _REASON_FORMAT = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")
 _MAX_REASON_LENGTH = 63
 _AUTH_STATUSES = frozenset({401, 403})
+_SESSION_ROWS: dict[str, tuple[int, str]] = {
+    "session.id": (code_pb2.NOT_FOUND, "SESSION_NOT_FOUND"),
+    "session.version": (code_pb2.ABORTED, "SESSION_VERSION_MISMATCH"),
+}
+"""An INVALID_REQUEST naming one of these fields (CONTRACT §8): not retried, the caller decides."""
 
 # The gateway's error.cause -> (gRPC code, ErrorInfo.reason). INVALID_REQUEST is decided by field.
 _GATEWAY_CAUSES: dict[str, tuple[int, str]] = {
@@ -303,6 +308,11 @@ def _gateway_status(exc: GatewayRejected, field_path: FieldPath) -> _Status:
         message = "the gateway refused the adapter's credentials"
     elif cause == "INVALID_REQUEST" and culprit in nvp.ADAPTER_OWNED:
         code, reason = code_pb2.INTERNAL, "INVALID_REQUEST"
+    elif cause == "INVALID_REQUEST" and culprit in _SESSION_ROWS:
+        # The adapter checked the id's and the version's form before sending them, so the
+        # gateway's refusal is about the session itself: unknown (or expired, or another
+        # merchant's), or changed since the caller read it.
+        code, reason = _SESSION_ROWS[culprit]
     elif cause == "INVALID_REQUEST":
         code, reason = code_pb2.INVALID_ARGUMENT, "INVALID_REQUEST"
         if culprit:

@@ -148,14 +148,15 @@ class Failure:
 
 async def fail(
     stub: Stub,
-    request: pb.CreateSessionRequest | None = None,
+    request: Message | None = None,
     deadline: float = 5.0,
     metadata: tuple[tuple[str, str], ...] = (),
 ) -> Failure:
-    """Make a call that must fail and unpack its rich status."""
-    call = stub.CreateSession(
-        request or pb.CreateSessionRequest(merchant=MERCHANT), timeout=deadline, metadata=metadata
-    )
+    """Make a call that must fail and unpack its rich status: the RPC is the one the request's
+    type is for (``CreateSession`` when no request is given)."""
+    request = request or pb.CreateSessionRequest(merchant=MERCHANT)
+    rpc = getattr(stub, request.DESCRIPTOR.name.removesuffix("Request"))
+    call = rpc(request, timeout=deadline, metadata=metadata)
     with pytest.raises(grpc.aio.AioRpcError):
         await call
     status = await rpc_status.aio.from_call(call)

@@ -55,13 +55,16 @@ async def nvp_adapter() -> AsyncIterator[Start]:
     """Start ``nvp-adapter ARGS``, wait for its first line; every process is killed afterwards."""
     started: list[asyncio.subprocess.Process] = []
 
-    async def start(*args: str, env: dict[str, str] | None = None) -> Process:
+    async def start(
+        *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Process:
         proc = await asyncio.create_subprocess_exec(
             *COMMAND,
             *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
         started.append(proc)
         assert proc.stdout is not None

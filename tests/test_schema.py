@@ -23,10 +23,25 @@ def test_names_come_from_the_proto() -> None:
         "correlationId",
         "merchant",
         "result",
+        "session.authenticationLimit",
         "session.id",
         "session.updateStatus",
         "session.version",
     }
+    update, retrieve = OPERATIONS["UpdateSession"], OPERATIONS["RetrieveSession"]
+    assert (update.api_operation, retrieve.api_operation) == ("UPDATE_SESSION", "RETRIEVE_SESSION")
+    order = {f"order.{n}" for n in ("amount", "currency", "id", "reference", "description")}
+    assert update.request.names == {
+        "merchant",
+        "correlationId",
+        "session.id",
+        "session.version",
+        *order,
+    }
+    assert retrieve.request.names == {"merchant", "correlationId", "session.id"}
+    assert update.response.names == retrieve.response.names == CREATE.response.names | order
+    assert update.repeatable
+    assert retrieve.repeatable
     assert GATEWAY_ERROR.names == {
         "error.cause",
         "error.explanation",
@@ -110,6 +125,7 @@ def test_response_maps_every_field() -> None:
             "session.version": "030f712301",
             "correlationId": "c-1",
             "session.authenticationLimit": "5",
+            "session.aNewField": "x",
         }
     )
     assert response == pb.CreateSessionResponse(
@@ -120,8 +136,9 @@ def test_response_maps_every_field() -> None:
             id="SESSION0002378433591N3262498M20",
             update_status=pb.SESSION_UPDATE_STATUS_NO_UPDATE,
             version="030f712301",
+            authentication_limit="5",
         ),
-        extra_fields={"session.authenticationLimit": "5"},
+        extra_fields={"session.aNewField": "x"},
     )
 
 

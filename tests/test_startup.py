@@ -275,3 +275,23 @@ def test_the_upstream_flag_names_the_embedded_gateway(tmp_path: Path) -> None:
     """`--upstream embedded` (given to `load_settings` as `serve` gives it) says it outright too."""
     path = config(tmp_path, '[server]\nlisten = "0.0.0.0:50051"\ninsecure = true\n')
     assert load_settings(path, upstream="embedded").upstream.is_embedded
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_the_python_hint_is_given_in_a_checkout(nvp_adapter: Start) -> None:
+    """From the repository, the start text shows how to call with scripts/first_call.py."""
+    server = await nvp_adapter("serve", "--listen", "127.0.0.1:0", cwd=ROOT)
+    code, out, _ = await server.stop()
+    assert code == 0
+    assert "scripts/first_call.py --target" in out
+
+
+async def test_no_python_hint_where_the_script_is_not(nvp_adapter: Start, tmp_path: Path) -> None:
+    """Elsewhere (an image, an installed wheel) only the grpcurl hint, which needs no checkout."""
+    server = await nvp_adapter("serve", "--listen", "127.0.0.1:0", cwd=tmp_path)
+    code, out, _ = await server.stop()
+    assert code == 0
+    assert "first_call" not in out
+    assert "grpcurl -plaintext" in server.first_line + out
