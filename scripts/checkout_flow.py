@@ -11,7 +11,8 @@ Usage: .venv/bin/python scripts/checkout_flow.py [--target HOST:PORT] [--merchan
 
 Then it prints what a backend checks before it pays: the session holds the amount and currency it
 set, its last update succeeded, and the version to keep for the pay step. Exit 0 when every check
-holds; 1 when a call fails (its status and rich details are printed) or a check does not hold.
+holds; 1 when a call fails (its status and rich details are printed) or a check does not hold;
+2 for a usage error or a file that cannot be read.
 
 With no ``--target`` it starts an adapter in this process, against the embedded gateway on a free
 loopback port, and stops it at the end. ``--target`` (``HOST:PORT`` or ``unix:PATH``) calls a
@@ -106,10 +107,15 @@ async def main(argv: list[str] | None = None) -> int:
         else:
             target = args.target
             print(f"adapter: {target}")
-        channel = await stack.enter_async_context(open_channel(target, args))
+        try:
+            metadata = call_metadata(args)
+            channel = await stack.enter_async_context(open_channel(target, args))
+        except OSError as exc:  # a token, CA or certificate file that cannot be read
+            print(f"checkout_flow: {exc}", file=sys.stderr)
+            return 2
         stub: Stub = session_service_pb2_grpc.SessionServiceStub(channel)
         try:
-            checks = await checkout(stub, args, call_metadata(args))
+            checks, session = await checkout(stub, args, metadata)
         except CallFailed as failure:
             print(f"{failure.rpc} failed: {failure.lines[0]}", file=sys.stderr)
             print("\n".join(failure.lines[1:]), file=sys.stderr)
@@ -120,14 +126,16 @@ async def main(argv: list[str] | None = None) -> int:
     if not all(check.holds for check in checks):
         print("checkout flow: a check did not hold", file=sys.stderr)
         return 1
+    print(f"Keep for the pay step: session {session.id}, version {session.version}")
     print("checkout flow: ok")
     return 0
 
 
 async def checkout(
     stub: Stub, args: argparse.Namespace, metadata: tuple[tuple[str, str], ...]
-) -> list[Check]:
-    """Create, update with the order, retrieve; print each answer; return the backend's checks.
+) -> tuple[list[Check], pb.Session]:
+    """Create, update with the order, retrieve; print each answer; return the backend's checks
+    and the session as retrieved.
 
     Raises ``CallFailed`` for the first call that fails.
     """
@@ -208,8 +216,7 @@ async def checkout(
             f"(created {created.session.version}, updated {updated.session.version})",
         ),
     ]
-    print(f"Keep for the pay step: session {session.id}, version {session.version}")
-    return checks
+    return checks, session
 
 
 async def _call(rpc: str, call: grpc.aio.UnaryUnaryCall[Any, _Response]) -> _Response:

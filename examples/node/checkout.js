@@ -12,7 +12,7 @@
 //        [--token-file FILE] [--ca-file CA.pem [--cert-file C.pem --key-file K.pem]]
 //
 // Exit 0 when every step got what it expected; 1 otherwise (each expectation is printed, ok or
-// FAIL, with what was seen); 2 for a usage error.
+// FAIL, with what was seen); 2 for a usage error or a file that cannot be read.
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -210,8 +210,16 @@ async function main() {
   const options = parseCommandLine(process.argv.slice(2));
   const SessionService = loadSessionService();
   const root = loadDetailTypes();
-  const client = new SessionService(options.target, channelCredentials(options));
-  const metadata = callMetadata(options);
+  let credentials;
+  let metadata;
+  try {
+    credentials = channelCredentials(options);
+    metadata = callMetadata(options);
+  } catch (error) {
+    console.error(`checkout.js: error: ${error.message}`); // a file that cannot be read
+    return 2;
+  }
+  const client = new SessionService(options.target, credentials);
   const merchant = options.merchant;
   const expect = new Expectations();
   const order = {
