@@ -243,11 +243,11 @@ VALIDATION_ERRORS = {
         field_error("apiOperation", "INVALID", "Value 'FROBNICATE' is invalid."),
     ),
     "real but refused apiOperation": (
-        with_fields(apiOperation="UPDATE_SESSION"),
+        with_fields(apiOperation="RETRIEVE_ORDER"),
         field_error(
             "apiOperation",
             "INVALID",
-            "Value 'UPDATE_SESSION' is invalid. Update session request not permitted for this "
+            "Value 'RETRIEVE_ORDER' is invalid. Retrieve order request not permitted for this "
             "merchant.",
         ),
     ),
@@ -548,8 +548,15 @@ def test_unknown_session_reads_as_none(gateway: EmbeddedGateway) -> None:
 
 
 def test_store_is_bounded(clock: FakeClock) -> None:
-    """When the store is full of live sessions the answer is 503 SERVER_BUSY; expiry makes room."""
-    gateway = EmbeddedGateway(ACCOUNTS, session_ttl_seconds=10.0, max_sessions=3, clock=clock)
+    """When a merchant's share of the store is full of live sessions the answer is 503
+    SERVER_BUSY; expiry makes room."""
+    gateway = EmbeddedGateway(
+        ACCOUNTS,
+        session_ttl_seconds=10.0,
+        max_sessions=4,
+        max_sessions_per_merchant=3,
+        clock=clock,
+    )
     for _ in range(3):
         assert post(gateway, GOOD)[0] == 201
         clock.now += 1.0

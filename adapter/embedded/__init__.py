@@ -1,4 +1,5 @@
-"""The embedded gateway: an in-memory MPGS that answers CREATE_SESSION, with two faces.
+"""The embedded gateway: an in-memory MPGS that answers CREATE_SESSION, UPDATE_SESSION and
+RETRIEVE_SESSION, with two faces.
 
 - In-process: ``EmbeddedGateway.handle(version, body)`` takes the request bytes and gives back a
   ``GatewayReply`` (HTTP status and NVP body), with no socket; ``EmbeddedTransport`` puts it
@@ -8,19 +9,22 @@
   connections bounded (``adapter/http_guard.py``); ``StandaloneGateway`` is ``nvp-adapter gateway``:
   that, from the settings, with HTTPS, certificate authentication and files reloaded.
 
-Both faces share one implementation, so they answer byte for byte alike.
+Both faces share one implementation, so they answer byte for byte alike. The sessions live in a
+bounded ``SessionStore`` (``store.py``); what a session may hold is ``session_fields.py``.
 """
 
 from __future__ import annotations
 
 from adapter.embedded.gateway import EmbeddedGateway, GatewayReply, StoredSession
 from adapter.embedded.http import certificate_subject, create_app, start_http_gateway
+from adapter.embedded.store import StoreLimits
 from adapter.embedded.transport import EmbeddedTransport
 
 __all__ = [
     "EmbeddedGateway",
     "EmbeddedTransport",
     "GatewayReply",
+    "StoreLimits",
     "StoredSession",
     "certificate_subject",
     "create_app",

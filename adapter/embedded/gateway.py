@@ -1,4 +1,5 @@
-"""CREATE_SESSION as MPGS answers it, in memory: pure, synchronous, no I/O.
+"""CREATE_SESSION, UPDATE_SESSION and RETRIEVE_SESSION as MPGS answers them, in memory: pure,
+synchronous, no I/O.
 
 >>> gateway = EmbeddedGateway({"TESTMERCHANT": "0123456789abcdef0123456789abcdef"})
 >>> reply = gateway.handle("100", b"apiOperation=CREATE_SESSION&merchant=TESTMERCHANT"
@@ -7,9 +8,22 @@
 (201, 'NO_UPDATE')
 
 Checks run in the gateway's order: the body, the API version, the credentials, ``apiOperation``,
-``merchant``, every other field, then room in the session store. The first failure answers, as an
-NVP error body with ``result=ERROR``; nothing the caller sent as ``apiPassword`` is ever echoed.
-Not thread-safe: it is meant to be called from one event loop, where ``handle`` never awaits.
+``merchant``, the names of every other field, then what the operation itself needs: for
+CREATE_SESSION ``session.authenticationLimit`` and room in the session store; for
+RETRIEVE_SESSION and UPDATE_SESSION the session (``session.id``), and for an update the version
+the caller last saw (``session.version``), then the values it would store. The first failure
+answers, as an NVP error body with ``result=ERROR``; nothing the caller sent as ``apiPassword``
+is ever echoed. Not thread-safe: it is meant to be called from one event loop, where ``handle``
+never awaits.
+
+A session is the merchant's that created it, under the API version that created it: to another
+merchant, under another version, or after it expired, its id is unknown (``INVALID_REQUEST`` on
+``session.id``). An update stores the fields it names over the ones stored, never removes one,
+and gives the session ``session.updateStatus=SUCCESS`` and a new ``session.version``. One whose
+values are refused stores nothing and only marks the session ``FAILURE`` (MPGS: "the last attempt
+to place data into the session was unsuccessful"); one that names a version other than the
+current one changes nothing at all. Unknown field names are refused before the session is looked
+at, like every other name, and so do not mark it.
 
 Credentials are an ``apiPassword``, or a verified TLS client certificate whose subject CN is the
 merchant id (certificate authentication): the HTTP face passes that CN as ``certificate``, taken
@@ -19,47 +33,70 @@ accepted by certificate alone.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import re
 import secrets
-import string
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from adapter import nvp
+from adapter.embedded import session_fields, store
+from adapter.embedded.session_fields import ORDER_AMOUNT, ORDER_CURRENCY
+from adapter.embedded.store import (
+    DEFAULT_AUTHENTICATION_LIMIT,
+    SESSION_ID_PREFIX,
+    SessionStore,
+    StoredSession,
+    StoreFull,
+    StoreLimits,
+)
+
+__all__ = [
+    "AUTHENTICATION_LIMITS",
+    "CREATE_SESSION",
+    "RETRIEVE_SESSION",
+    "SESSION_ID_PREFIX",
+    "SUPPORTED_API_VERSIONS",
+    "UPDATE_SESSION",
+    "EmbeddedGateway",
+    "GatewayReply",
+    "StoredSession",
+    "request_too_large",
+]
 
 SUPPORTED_API_VERSIONS = range(1, 101)
 """The ``{N}`` of ``/api/nvp/version/{N}`` this gateway answers."""
 AUTHENTICATION_LIMITS = range(1, 26)
 """What ``session.authenticationLimit`` may be."""
 CREATE_SESSION = "CREATE_SESSION"
+UPDATE_SESSION = "UPDATE_SESSION"
+RETRIEVE_SESSION = "RETRIEVE_SESSION"
 CORRELATION_ID = "correlationId"
 AUTHENTICATION_LIMIT = "session.authenticationLimit"
 SESSION_ID = "session.id"
 SESSION_UPDATE_STATUS = "session.updateStatus"
 SESSION_VERSION = "session.version"
-SESSION_ID_PREFIX = "SESSION0002"
 
 INVALID_REQUEST = "INVALID_REQUEST"
 SERVER_BUSY = "SERVER_BUSY"
 INVALID = "INVALID"
 MISSING = "MISSING"
 UNSUPPORTED = "UNSUPPORTED"
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
 
-_ACCEPTED = frozenset(
-    {
-        nvp.API_OPERATION,
-        nvp.API_USERNAME,
-        nvp.API_PASSWORD,
-        nvp.MERCHANT,
-        CORRELATION_ID,
-        AUTHENTICATION_LIMIT,
-    }
+_PROTOCOL = frozenset(
+    {nvp.API_OPERATION, nvp.API_USERNAME, nvp.API_PASSWORD, nvp.MERCHANT, CORRELATION_ID}
 )
-_SESSION_ID_ALPHABET = string.digits + string.ascii_uppercase
-_SESSION_ID_RANDOM_CHARS = 20
+_ACCEPTED = {
+    CREATE_SESSION: _PROTOCOL | {AUTHENTICATION_LIMIT},
+    RETRIEVE_SESSION: _PROTOCOL | {SESSION_ID},
+    UPDATE_SESSION: _PROTOCOL | {SESSION_ID, SESSION_VERSION},
+}
+"""Field names each operation takes; UPDATE_SESSION also takes every session field."""
 # Real operation names get the real gateway's wording: "... PAY request not permitted ...".
 _KNOWN_OPERATIONS = frozenset(
     {
@@ -71,9 +108,7 @@ _KNOWN_OPERATIONS = frozenset(
         "PAY",
         "REFUND",
         "RETRIEVE_ORDER",
-        "RETRIEVE_SESSION",
         "RETRIEVE_TRANSACTION",
-        "UPDATE_SESSION",
         "VERIFY",
         "VOID",
     }
@@ -81,6 +116,7 @@ _KNOWN_OPERATIONS = frozenset(
 # ASCII only: str.isdigit() would also take '²' and Arabic-Indic digits.
 _NUMBER = re.compile(r"[0-9]{1,9}")
 _SHOWN_CHARS = 100  # keeps error.field and error.explanation within the contract's lengths
+_BUSY = "The gateway is busy; try again later."
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +127,6 @@ class GatewayReply:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class StoredSession:
-    """What the gateway remembers of a session; ``expires_at`` is on the gateway's clock."""
-
-    merchant: str
-    api_version: int
-    version: str
-    expires_at: float
-
-
 class _Refused(Exception):
     """Carries the error answer from the check that failed back to ``handle``; never escapes."""
 
@@ -109,10 +135,24 @@ class _Refused(Exception):
         self.reply = reply
 
 
-class EmbeddedGateway:
-    """An in-memory MPGS that knows CREATE_SESSION; ``accounts`` maps merchant id -> password.
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A request that passed the checks every operation shares."""
 
-    A password of None: the merchant is accepted only with its client certificate.
+    fields: Mapping[str, str]
+    merchant: str
+    api_version: int
+    now: float
+
+
+class EmbeddedGateway:
+    """An in-memory MPGS that knows the session operations; ``accounts`` maps merchant id ->
+    password (None: the merchant is accepted only with its client certificate).
+
+    The session store's bounds are keyword arguments (see ``StoreLimits`` for the defaults):
+    sessions in all and per merchant (past either, CREATE_SESSION is ``SERVER_BUSY``), fields
+    per session, UTF-8 bytes per value and per session (past these, an update is refused as an
+    ``INVALID_REQUEST`` naming the field). ``clock`` is any monotonic clock in seconds.
 
     >>> EmbeddedGateway({"TESTMERCHANT": "secret"})
     EmbeddedGateway(merchants=['TESTMERCHANT'], sessions=0)
@@ -122,8 +162,12 @@ class EmbeddedGateway:
         self,
         accounts: Mapping[str, str | None],
         *,
-        session_ttl_seconds: float = 900.0,
-        max_sessions: int = 100_000,
+        session_ttl_seconds: float = store.DEFAULT_TTL_SECONDS,
+        max_sessions: int = store.DEFAULT_MAX_SESSIONS,
+        max_sessions_per_merchant: int = store.DEFAULT_MAX_SESSIONS_PER_MERCHANT,
+        max_fields_per_session: int = store.DEFAULT_MAX_FIELDS_PER_SESSION,
+        max_value_bytes: int = store.DEFAULT_MAX_VALUE_BYTES,
+        max_session_bytes: int = store.DEFAULT_MAX_SESSION_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         for merchant, password in accounts.items():
@@ -131,19 +175,20 @@ class EmbeddedGateway:
                 raise ValueError(f"invalid merchant id {merchant!r}")
             if password is not None and not password:  # "" would let "apiPassword=" in
                 raise ValueError(f"merchant {merchant!r} has an empty password")
-        if not session_ttl_seconds > 0:
-            raise ValueError("session_ttl_seconds must be positive")
-        if max_sessions < 1:
-            raise ValueError("max_sessions must be at least 1")
+        limits = StoreLimits(
+            ttl_seconds=session_ttl_seconds,
+            max_sessions=max_sessions,
+            max_sessions_per_merchant=max_sessions_per_merchant,
+            max_fields_per_session=max_fields_per_session,
+            max_value_bytes=max_value_bytes,
+            max_session_bytes=max_session_bytes,
+        )
         # A copy: later edits to the caller's mapping must not change who may log in.
         self._accounts: dict[str, str | None] = dict(accounts)
-        self._ttl = session_ttl_seconds
-        self._max_sessions = max_sessions
+        self._limits = limits
+        self._store = SessionStore(limits)
         self._clock = clock
         self._decoy = secrets.token_hex(16)
-        # Insertion order is expiry order (one TTL, a clock that does not go back), so the
-        # expired sessions are always at the front and purging is cheap.
-        self._sessions: OrderedDict[str, StoredSession] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"EmbeddedGateway(merchants={list(self._accounts)!r}, sessions={self.session_count})"
@@ -151,15 +196,15 @@ class EmbeddedGateway:
     @property
     def session_count(self) -> int:
         """How many sessions are live now."""
-        self._purge_expired(self._clock())
-        return len(self._sessions)
+        return self._store.count(self._clock())
+
+    def session_count_for(self, merchant: str) -> int:
+        """How many of ``merchant``'s sessions are live now."""
+        return self._store.count_for(merchant, self._clock())
 
     def session(self, session_id: str) -> StoredSession | None:
-        """The live session with this id, or None (never created, or expired)."""
-        stored = self._sessions.get(session_id)
-        if stored is None or stored.expires_at <= self._clock():
-            return None
-        return stored
+        """The live session with this id, whoever owns it, or None (never created, or expired)."""
+        return self._store.peek(session_id, self._clock())
 
     def handle(self, version: str, body: bytes, *, certificate: str | None = None) -> GatewayReply:
         """Answer one ``POST /api/nvp/version/{version}`` with this body; never raises.
@@ -168,7 +213,12 @@ class EmbeddedGateway:
         one: it stands in for ``apiPassword`` when it names the merchant the request is for.
         """
         try:
-            return self._create_session(version, body, certificate)
+            request, operation = self._admit(version, body, certificate)
+            if operation == CREATE_SESSION:
+                return self._create_session(request)
+            if operation == UPDATE_SESSION:
+                return self._update_session(request)
+            return self._retrieve_session(request)
         except _Refused as refused:
             return refused.reply
 
@@ -183,36 +233,127 @@ class EmbeddedGateway:
             raise ValueError(f"merchant {merchant!r} has an empty password")
         self._accounts[merchant] = password
 
-    def _create_session(self, version: str, body: bytes, certificate: str | None) -> GatewayReply:
+    def _admit(self, version: str, body: bytes, certificate: str | None) -> tuple[_Request, str]:
+        """The checks every operation shares, in the gateway's order; the operation asked for."""
         try:
             fields = nvp.decode(body)
         except nvp.NvpDecodeError:
             raise _error(400, "Request body is not a valid form-encoded NVP body.") from None
         api_version = _api_version(version)
         authenticated = self._authenticate(fields, certificate)
-        _check_operation(fields)
+        operation = _check_operation(fields)
         _check_merchant(fields, authenticated)
-        _check_no_other_fields(fields)
-        limit = _authentication_limit(fields)
-        now = self._clock()
-        self._purge_expired(now)
-        if len(self._sessions) >= self._max_sessions:
-            raise _error(503, "The gateway is busy; try again later.", cause=SERVER_BUSY)
-        session_id = self._new_session_id()
-        stored = StoredSession(authenticated, api_version, secrets.token_hex(5), now + self._ttl)
-        self._sessions[session_id] = stored
+        _check_field_names(fields, operation)
+        return _Request(fields, authenticated, api_version, self._clock()), operation
+
+    def _create_session(self, request: _Request) -> GatewayReply:
+        limit = _authentication_limit(request.fields)
+        stored = StoredSession(
+            request.merchant,
+            request.api_version,
+            secrets.token_hex(5),
+            request.now + self._limits.ttl_seconds,
+            authentication_limit=DEFAULT_AUTHENTICATION_LIMIT if limit is None else limit,
+        )
+        try:
+            session_id = self._store.add(stored, request.now)
+        except StoreFull:
+            raise _error(503, _BUSY, cause=SERVER_BUSY) from None
         answer = {
-            nvp.MERCHANT: authenticated,
-            nvp.RESULT: "SUCCESS",
+            nvp.MERCHANT: request.merchant,
+            nvp.RESULT: SUCCESS,
             SESSION_ID: session_id,
-            SESSION_UPDATE_STATUS: "NO_UPDATE",
+            SESSION_UPDATE_STATUS: stored.update_status,
             SESSION_VERSION: stored.version,
         }
-        if fields.get(CORRELATION_ID):  # empty is the same as absent
-            answer[CORRELATION_ID] = fields[CORRELATION_ID]
-        if limit is not None:
+        _echo_correlation_id(request.fields, answer)
+        if limit is not None:  # echoed when asked for; Retrieve Session always shows it
             answer[AUTHENTICATION_LIMIT] = str(limit)
         return _reply(201, answer)
+
+    def _retrieve_session(self, request: _Request) -> GatewayReply:
+        session_id, stored = self._find_session(request)
+        return _reply(201, _session_answer(request.fields, session_id, stored))
+
+    def _update_session(self, request: _Request) -> GatewayReply:
+        session_id, stored = self._find_session(request)
+        expected = request.fields.get(SESSION_VERSION)
+        if expected is not None and expected != stored.version:
+            # Stale, or not a version at all: nothing changes, not even updateStatus.
+            raise _invalid(SESSION_VERSION, expected)
+        updates = {
+            name: value
+            for name, value in request.fields.items()
+            if session_fields.is_session_field(name)
+        }
+        try:
+            data = self._merged(stored.data, updates)
+        except _Refused:
+            self._store.replace(session_id, dataclasses.replace(stored, update_status=FAILURE))
+            raise
+        updated = dataclasses.replace(
+            stored,
+            version=_new_version(stored.version),
+            update_status=SUCCESS,
+            data=MappingProxyType(data),
+        )
+        self._store.replace(session_id, updated)
+        return _reply(201, _session_answer(request.fields, session_id, updated))
+
+    def _find_session(self, request: _Request) -> tuple[str, StoredSession]:
+        session_id = request.fields.get(SESSION_ID, "")
+        if not session_id:
+            raise _missing(SESSION_ID)
+        stored = None
+        if session_fields.SESSION_ID.fullmatch(session_id):
+            stored = self._store.get(session_id, request.merchant, request.api_version, request.now)
+        if stored is None:  # malformed, never issued, expired, another merchant's: all unknown
+            raise _invalid(SESSION_ID, session_id)
+        return session_id, stored
+
+    def _merged(self, stored: Mapping[str, str], updates: Mapping[str, str]) -> dict[str, str]:
+        """The session's fields after ``updates``, or the refusal of the first field at fault.
+
+        Each value in body order (its form, then its size), then the pair amount and currency
+        (the session must hold both or neither afterwards: a new currency for a stored amount
+        is fine), then the session's own bounds, naming the first field that does not fit.
+        """
+        limits = self._limits
+        for name, value in updates.items():
+            if not session_fields.valid_value(name, value):
+                raise _invalid(name, value)
+            if _size(value) > limits.max_value_bytes:
+                raise _error(
+                    400,
+                    f"Value exceeds the {limits.max_value_bytes}-byte limit.",
+                    field=name,
+                    validation_type=INVALID,
+                )
+        merged = {**stored, **updates}
+        for present, absent in ((ORDER_AMOUNT, ORDER_CURRENCY), (ORDER_CURRENCY, ORDER_AMOUNT)):
+            if present in merged and absent not in merged:
+                raise _missing(absent)
+        if len(merged) > limits.max_fields_per_session:
+            first_new = next(name for name in updates if name not in stored)
+            raise _error(
+                400,
+                f"A session holds at most {limits.max_fields_per_session} fields.",
+                field=first_new,
+                validation_type=INVALID,
+            )
+        if sum(_size(name) + _size(value) for name, value in merged.items()) > (
+            limits.max_session_bytes
+        ):
+            grown = next(
+                name for name, value in updates.items() if _size(value) > _size(stored.get(name))
+            )
+            raise _error(
+                400,
+                f"A session holds at most {limits.max_session_bytes} bytes of fields.",
+                field=grown,
+                validation_type=INVALID,
+            )
+        return merged
 
     def _authenticate(self, fields: Mapping[str, str], certificate: str | None) -> str:
         """The merchant the credentials belong to; 401 for anything else.
@@ -242,20 +383,55 @@ class EmbeddedGateway:
             raise _Refused(_reply(401, _error_fields("Invalid credentials.")))
         return claimed
 
-    def _purge_expired(self, now: float) -> None:
-        while self._sessions:
-            oldest = next(iter(self._sessions.values()))
-            if oldest.expires_at > now:
-                return
-            self._sessions.popitem(last=False)
 
-    def _new_session_id(self) -> str:
-        while True:  # a repeat is ~1 in 36**20, but a duplicate would hand out a live session
-            session_id = SESSION_ID_PREFIX + "".join(
-                secrets.choice(_SESSION_ID_ALPHABET) for _ in range(_SESSION_ID_RANDOM_CHARS)
-            )
-            if session_id not in self._sessions:
-                return session_id
+def _session_answer(
+    fields: Mapping[str, str], session_id: str, stored: StoredSession
+) -> dict[str, str]:
+    """Retrieve Session's answer (an update's too): the session and every field it holds."""
+    answer = {name: session_fields.shown_value(name, value) for name, value in stored.data.items()}
+    answer.update(
+        {
+            nvp.MERCHANT: stored.merchant,
+            nvp.RESULT: SUCCESS,
+            SESSION_ID: session_id,
+            SESSION_UPDATE_STATUS: stored.update_status,
+            SESSION_VERSION: stored.version,
+            AUTHENTICATION_LIMIT: str(stored.authentication_limit),
+        }
+    )
+    _echo_correlation_id(fields, answer)
+    return answer
+
+
+def _echo_correlation_id(fields: Mapping[str, str], answer: dict[str, str]) -> None:
+    if fields.get(CORRELATION_ID):  # empty is the same as absent
+        answer[CORRELATION_ID] = fields[CORRELATION_ID]
+
+
+def _new_version(current: str) -> str:
+    while True:  # a new version must differ from the one a caller may hold: ~1 in 2**40 repeats
+        version = secrets.token_hex(5)
+        if version != current:
+            return version
+
+
+def _size(value: str | None) -> int:
+    return 0 if value is None else len(value.encode("utf-8"))
+
+
+def _check_field_names(fields: Mapping[str, str], operation: str) -> None:
+    accepted = _ACCEPTED[operation]
+    for name in fields:  # the first one in the body is the one named, as a client sent it
+        if name in accepted:
+            continue
+        if operation == UPDATE_SESSION and session_fields.is_session_field(name):
+            continue
+        raise _error(
+            400,
+            f"Unexpected parameter '{_shown(name)}'",
+            field=_shown(name),
+            validation_type=UNSUPPORTED,
+        )
 
 
 def request_too_large(max_bytes: int) -> GatewayReply:
@@ -269,16 +445,17 @@ def _api_version(version: str) -> int:
     raise _error(400, f"Unsupported API version '{_shown(version)}'.")
 
 
-def _check_operation(fields: Mapping[str, str]) -> None:
+def _check_operation(fields: Mapping[str, str]) -> str:
     operation = fields.get(nvp.API_OPERATION, "")
     if not operation:
         raise _missing(nvp.API_OPERATION)
-    if operation != CREATE_SESSION:
+    if operation not in _ACCEPTED:
         explanation = f"Value '{_shown(operation)}' is invalid."
         if operation in _KNOWN_OPERATIONS:
             words = operation.replace("_", " ").capitalize()
             explanation += f" {words} request not permitted for this merchant."
         raise _error(400, explanation, field=nvp.API_OPERATION, validation_type=INVALID)
+    return operation
 
 
 def _check_merchant(fields: Mapping[str, str], authenticated: str) -> None:
@@ -291,17 +468,6 @@ def _check_merchant(fields: Mapping[str, str], authenticated: str) -> None:
         raise _error(
             400, "Authenticated entity not authorised to perform operation for target entity"
         )
-
-
-def _check_no_other_fields(fields: Mapping[str, str]) -> None:
-    for name in fields:  # the first one in the body is the one named, as a client sent it
-        if name not in _ACCEPTED:
-            raise _error(
-                400,
-                f"Unexpected parameter '{_shown(name)}'",
-                field=_shown(name),
-                validation_type=UNSUPPORTED,
-            )
 
 
 def _authentication_limit(fields: Mapping[str, str]) -> int | None:

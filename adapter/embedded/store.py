@@ -1,0 +1,197 @@
+"""The embedded gateway's session store: bounded, expiring, each session private to its merchant.
+
+>>> store = SessionStore(StoreLimits(max_sessions=2, max_sessions_per_merchant=1))
+>>> session_id = store.add(StoredSession("SHOP1", 100, "030f712301", 900.0), now=0.0)
+>>> store.get(session_id, "SHOP1", 100, now=1.0).version
+'030f712301'
+>>> store.get(session_id, "SHOP2", 100, now=1.0) is None  # another merchant's
+True
+
+Pure and synchronous; time is whatever ``now`` the caller passes (the gateway's clock). A session
+lives ``ttl_seconds`` from its creation, whatever is done with it; updates replace the session's
+snapshot in place. Every bound is a ``StoreLimits`` field, checked once at construction.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = [
+    "DEFAULT_AUTHENTICATION_LIMIT",
+    "DEFAULT_MAX_FIELDS_PER_SESSION",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_SESSIONS_PER_MERCHANT",
+    "DEFAULT_MAX_SESSION_BYTES",
+    "DEFAULT_MAX_VALUE_BYTES",
+    "DEFAULT_TTL_SECONDS",
+    "NO_UPDATE",
+    "SESSION_ID_PREFIX",
+    "SessionStore",
+    "StoreFull",
+    "StoreLimits",
+    "StoredSession",
+]
+
+SESSION_ID_PREFIX = "SESSION0002"
+NO_UPDATE = "NO_UPDATE"
+DEFAULT_AUTHENTICATION_LIMIT = 5
+"""``session.authenticationLimit`` of a session created without one."""
+
+DEFAULT_TTL_SECONDS = 900.0
+"""A session lives 15 minutes from its creation."""
+DEFAULT_MAX_SESSIONS = 100_000
+DEFAULT_MAX_SESSIONS_PER_MERCHANT = 50_000
+"""Half the store: one merchant alone never fills it (a soak run creates 25,000 sessions)."""
+DEFAULT_MAX_FIELDS_PER_SESSION = 50
+"""Room for an order, billing and shipping addresses, the customer and a card."""
+DEFAULT_MAX_VALUE_BYTES = 512
+"""The longest value of the contract, 127 characters of ``order.description``, fits in UTF-8."""
+DEFAULT_MAX_SESSION_BYTES = 8192
+"""With the default sessions, at most about 800 MB of field data (plus Python's overhead)."""
+
+_SESSION_ID_ALPHABET = string.digits + string.ascii_uppercase
+_SESSION_ID_RANDOM_CHARS = 20
+
+
+def _no_data() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """The store's bounds; the defaults are those of ``nvp-adapter gateway``.
+
+    ``max_sessions_per_merchant`` must be below ``max_sessions``, so that one merchant that has
+    filled its share never refuses another. ``max_value_bytes`` and ``max_session_bytes`` count
+    UTF-8 bytes; the latter is the sum over a session's stored names and values, which is what
+    bounds the store's memory (about ``max_sessions`` x ``max_session_bytes`` of field data).
+    """
+
+    ttl_seconds: float = DEFAULT_TTL_SECONDS
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_sessions_per_merchant: int = DEFAULT_MAX_SESSIONS_PER_MERCHANT
+    max_fields_per_session: int = DEFAULT_MAX_FIELDS_PER_SESSION
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES
+
+    def __post_init__(self) -> None:
+        if not self.ttl_seconds > 0:
+            raise ValueError("session_ttl_seconds must be positive")
+        if self.max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        if not 1 <= self.max_sessions_per_merchant < self.max_sessions:
+            # Equal would let one merchant fill the store and refuse every other one.
+            raise ValueError("max_sessions_per_merchant must be at least 1 and below max_sessions")
+        for name in ("max_fields_per_session", "max_value_bytes", "max_session_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """What the gateway remembers of a session; ``expires_at`` is on the gateway's clock.
+
+    ``data`` holds the session's fields by NVP name (``order.amount``, ``billing.address.city``),
+    read-only; an update makes a new ``StoredSession``.
+    """
+
+    merchant: str
+    api_version: int
+    version: str
+    expires_at: float
+    authentication_limit: int = DEFAULT_AUTHENTICATION_LIMIT
+    update_status: str = NO_UPDATE
+    data: Mapping[str, str] = field(default_factory=_no_data, hash=False)
+
+
+class StoreFull(Exception):
+    """No room for another session: in all, or for this merchant. Raised by ``add``."""
+
+
+class SessionStore:
+    """Live sessions by id, in creation order (which is expiry order: one TTL, a clock that
+    does not go back), so expired sessions are always at the front and purging is cheap."""
+
+    def __init__(self, limits: StoreLimits | None = None) -> None:
+        self.limits = limits or StoreLimits()
+        self._sessions: OrderedDict[str, StoredSession] = OrderedDict()
+        self._per_merchant: Counter[str] = Counter()
+
+    def count(self, now: float) -> int:
+        """How many sessions are live at ``now``."""
+        self._purge(now)
+        return len(self._sessions)
+
+    def count_for(self, merchant: str, now: float) -> int:
+        """How many of ``merchant``'s sessions are live at ``now``."""
+        self._purge(now)
+        return self._per_merchant[merchant]
+
+    def peek(self, session_id: str, now: float) -> StoredSession | None:
+        """The live session with this id, whoever owns it; None if unknown or expired."""
+        stored = self._sessions.get(session_id)
+        if stored is None or stored.expires_at <= now:
+            return None
+        return stored
+
+    def get(
+        self, session_id: str, merchant: str, api_version: int, now: float
+    ) -> StoredSession | None:
+        """The live session with this id as ``merchant`` sees it under ``api_version``.
+
+        None when it was never created, has expired, belongs to another merchant, or was
+        created under another API version: to the caller, all four are the same unknown id.
+        """
+        stored = self.peek(session_id, now)
+        if stored is None or stored.merchant != merchant or stored.api_version != api_version:
+            return None
+        return stored
+
+    def add(self, stored: StoredSession, now: float) -> str:
+        """Keep a new session under a fresh id, and return the id.
+
+        Raises ``StoreFull`` when the store holds ``max_sessions`` live sessions, or this
+        merchant ``max_sessions_per_merchant``.
+        """
+        self._purge(now)
+        if (
+            len(self._sessions) >= self.limits.max_sessions
+            or self._per_merchant[stored.merchant] >= self.limits.max_sessions_per_merchant
+        ):
+            raise StoreFull
+        session_id = self._new_session_id()
+        self._sessions[session_id] = stored
+        self._per_merchant[stored.merchant] += 1
+        return session_id
+
+    def replace(self, session_id: str, stored: StoredSession) -> None:
+        """Put a new snapshot of a session that is in the store; it keeps its place (and expiry).
+
+        Raises KeyError for an id the store does not hold, ValueError for a change of owner.
+        """
+        if self._sessions[session_id].merchant != stored.merchant:
+            raise ValueError("a session never changes merchant")
+        self._sessions[session_id] = stored
+
+    def _purge(self, now: float) -> None:
+        while self._sessions:
+            oldest = next(iter(self._sessions.values()))
+            if oldest.expires_at > now:
+                return
+            self._sessions.popitem(last=False)
+            self._per_merchant[oldest.merchant] -= 1
+            if not self._per_merchant[oldest.merchant]:
+                del self._per_merchant[oldest.merchant]
+
+    def _new_session_id(self) -> str:
+        while True:  # a repeat is ~1 in 36**20, but a duplicate would hand out a live session
+            session_id = SESSION_ID_PREFIX + "".join(
+                secrets.choice(_SESSION_ID_ALPHABET) for _ in range(_SESSION_ID_RANDOM_CHARS)
+            )
+            if session_id not in self._sessions:
+                return session_id
