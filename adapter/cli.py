@@ -3,6 +3,7 @@
 ::
 
     nvp-adapter serve   [--config FILE] [--listen HOST:PORT] [--upstream URL|embedded]
+                        [--workers N]
     nvp-adapter gateway [--config FILE] [--listen HOST:PORT]
     nvp-adapter config check [--config FILE]
     nvp-adapter health  [--config FILE] [--address ADDRESS] [--timeout SECONDS]
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -33,6 +35,7 @@ from adapter.config import (
     DEMO_MERCHANT,
     LOG_FORMATS,
     LOG_LEVELS,
+    MAX_WORKERS,
     ListenAddress,
     LogSettings,
     Settings,
@@ -48,6 +51,7 @@ from adapter.errors import ConfigError
 from adapter.logs import configure_logging
 from adapter.probe import dial_target, probe, probe_target
 from adapter.server import AdapterServer, serve
+from adapter.workers import READY, Supervisor, watch_supervisor
 
 EXIT_CONFIG = 2
 FIRST_CALL_SCRIPT = "scripts/first_call.py"
@@ -82,6 +86,13 @@ def _timeout(text: str) -> float:
     if not low <= seconds <= high:  # NaN fails too
         raise argparse.ArgumentTypeError(f"{text!r}: give {low:g} to {high:g} seconds")
     return seconds
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def _address(text: str) -> ListenAddress:
@@ -134,6 +145,15 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--upstream", metavar="URL|embedded", help="gateway base URL, or 'embedded'"
     )
+    serve_cmd.add_argument(
+        "--workers",
+        type=_integer,
+        metavar="N",
+        help=f"processes serving the port together, 1 to {MAX_WORKERS}; over [server] workers",
+    )
+    # Set by `serve --workers N` for each worker it starts, never by hand.
+    serve_cmd.add_argument("--worker", type=_integer, help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--health-listen", help=argparse.SUPPRESS)
     health_cmd.add_argument(
         "--address",
         type=_address,
@@ -172,10 +192,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_flags = {"log_level": log_level, "log_format": args.log_format}
         if args.command == "serve":
             settings = load_settings(
-                path, listen=args.listen, upstream=args.upstream, overrides=overrides, **log_flags
+                path,
+                listen=args.listen,
+                health_listen=args.health_listen,
+                workers=args.workers,
+                upstream=args.upstream,
+                overrides=overrides,
+                **log_flags,
             )
-            configure_logging(settings.log)
-            asyncio.run(_serve(settings))
+            configure_logging(settings.log, worker=args.worker)
+            if args.worker is not None:
+                asyncio.run(_serve_worker(settings))
+            elif settings.server.workers > 1:
+                sys.exit(asyncio.run(_supervise(settings, _worker_arguments(path, args))))
+            else:
+                asyncio.run(_serve(settings))
         else:
             settings = load_settings(path, overrides=overrides, for_gateway=True, **log_flags)
             configure_logging(settings.log)
@@ -212,16 +243,64 @@ async def _serve(settings: Settings) -> None:
 
 
 def _on_ready(server: AdapterServer) -> None:
-    if server.settings.upstream.is_embedded:
-        log.warning(
-            "serving from the embedded gateway, an in-process stand-in with its own accounts: "
-            "no call reaches a real payment gateway (set upstream.url to use one)"
-        )
-    _print_first_call(server)
+    _warn_if_embedded(server.settings)
+    _print_first_call(server.settings, server.address)
 
 
-def _print_first_call(server: AdapterServer) -> None:
-    settings = server.settings
+def _warn_if_embedded(settings: Settings) -> None:
+    if not settings.upstream.is_embedded:
+        return
+    workers = settings.server.workers
+    apart = (
+        f"; each of the {workers} workers has its own, and a session made through one is "
+        "unknown to the others"
+        if workers > 1
+        else ""
+    )
+    log.warning(
+        "serving from the embedded gateway, an in-process stand-in with its own accounts: "
+        "no call reaches a real payment gateway (set upstream.url to use one)%s",
+        apart,
+    )
+
+
+async def _serve_worker(settings: Settings) -> None:
+    """One worker of ``serve --workers N``: says ``ready`` to its supervisor, nothing else."""
+
+    def ready(_: AdapterServer) -> None:
+        with contextlib.suppress(BrokenPipeError):  # the supervisor is gone: stdin says so too
+            sys.stdout.buffer.write(READY)
+            sys.stdout.flush()
+
+    watch_supervisor()
+    await serve(build_server(settings), ready)
+
+
+def _worker_arguments(path: str | None, args: argparse.Namespace) -> list[str]:
+    """``serve``'s arguments for each worker: the same sources, the supervisor's count."""
+    arguments = [] if path is None else ["--config", path]
+    for flag, value in (
+        ("--upstream", args.upstream),
+        ("--log-level", args.log_level),
+        ("--log-format", args.log_format),
+    ):
+        if value is not None:
+            arguments += [flag, value]
+    return arguments
+
+
+async def _supervise(settings: Settings, arguments: list[str]) -> int:
+    supervisor = Supervisor(settings, [*arguments, "--workers", str(settings.server.workers)])
+    supervisor.reserve()
+
+    def ready() -> None:
+        _warn_if_embedded(settings)
+        _print_first_call(settings, supervisor.address)
+
+    return await supervisor.run(ready)
+
+
+def _print_first_call(settings: Settings, listening: str) -> None:
     upstream = "embedded gateway" if settings.upstream.is_embedded else settings.upstream.url
     merchant = (
         DEMO_MERCHANT
@@ -230,7 +309,7 @@ def _print_first_call(server: AdapterServer) -> None:
     )
     address = settings.server.address
     grpcurl = ["grpcurl"]
-    first_call = [f".venv/bin/python {FIRST_CALL_SCRIPT}", f"--target {server.address}"]
+    first_call = [f".venv/bin/python {FIRST_CALL_SCRIPT}", f"--target {listening}"]
     if settings.server.tls is None:
         grpcurl.append("-plaintext")
     else:
@@ -243,7 +322,7 @@ def _print_first_call(server: AdapterServer) -> None:
         grpcurl.append("-H 'authorization: Bearer <token>'")
         first_call.append("--token-file TOKEN_FILE")
     grpcurl.append(f'-d \'{{"merchant": "{merchant}"}}\'')
-    grpcurl.append(f"-unix {address.path}" if address.path is not None else server.address)
+    grpcurl.append(f"-unix {address.path}" if address.path is not None else listening)
     first_call.append(f"--merchant {merchant}")
     # The Python hint only where it can be followed: from a checkout, not from the image.
     python = (
@@ -251,8 +330,10 @@ def _print_first_call(server: AdapterServer) -> None:
         if Path(FIRST_CALL_SCRIPT).is_file()
         else ""
     )
+    workers = settings.server.workers
+    processes = f"; {workers} workers" if workers > 1 else ""
     print(
-        f"nvp-adapter listening on {server.address} (upstream: {upstream})\n"
+        f"nvp-adapter listening on {listening} (upstream: {upstream}{processes})\n"
         f"First call, with grpcurl:\n"
         f"  {' '.join(grpcurl)} mpgs.gateway.v1.SessionService/CreateSession\n"
         f"{python}"

@@ -121,6 +121,8 @@ def parse_listen(text: str) -> ListenAddress:
 
 
 _MAX_UNIX_PATH_BYTES = 107  # sun_path holds 108 bytes with the terminating NUL
+MAX_WORKERS = 64
+"""``server.workers`` at most: past a few per core, more processes only add memory."""
 
 
 @dataclass(frozen=True)
@@ -153,11 +155,24 @@ class ServerSettings:
     drain_seconds: float = 0.0
     """After SIGTERM: health is NOT_SERVING at once, yet calls are still taken for this long
     (set it to the readiness probe's period), before the grace period begins."""
+    workers: int = 1
+    """Processes serving ``listen`` together (SO_REUSEPORT), each with its own upstream pool;
+    the limits above are per process."""
 
     def __post_init__(self) -> None:
         address = _listen_address("server.listen", self.listen)
-        if self.health_listen is not None:
-            _listen_address("server.health_listen", self.health_listen)
+        health = (
+            None
+            if self.health_listen is None
+            else _listen_address("server.health_listen", self.health_listen)
+        )
+        _bounded("server.workers", self.workers, 1, MAX_WORKERS)
+        for key, where in (("listen", address), ("health_listen", health)):
+            _require(
+                self.workers == 1 or where is None or not where.is_unix,
+                f"server.{key} {str(where)!r}: a Unix socket is served by one process; with "
+                f"server.workers = {self.workers} listen on HOST:PORT",
+            )
         _require(
             address.is_loopback or self.tls is not None or self.insecure,
             f"server.listen {self.listen!r} is not a loopback address: set [server.tls], or "
@@ -391,6 +406,12 @@ class Settings:
                 f"callers.{caller.name}.certificate_subject needs [server.tls] client_ca_file "
                 "(mutual TLS), or no client certificate is ever asked for",
             )
+        # Each worker would count only its own calls, and the scraper would see one at random.
+        _require(
+            self.metrics.listen is None or self.server.workers == 1,
+            f"metrics.listen: the counters are per process, so one listener cannot serve "
+            f"server.workers = {self.server.workers}; run one worker, or leave metrics off",
+        )
 
     def describe(self) -> str:
         """One line about the running configuration, with no secret in it."""
@@ -430,6 +451,8 @@ def load_settings(
     path: str | os.PathLike[str] | None,
     *,
     listen: str | None = None,
+    health_listen: str | None = None,
+    workers: int | None = None,
     upstream: str | None = None,
     log_level: str | None = None,
     log_format: str | None = None,
@@ -444,8 +467,8 @@ def load_settings(
     merchant with no password needs ``upstream.client_cert_file``) and on where it may serve the
     embedded gateway do not apply.
     """
-    flags = {
-        "server": {"listen": listen},
+    flags: dict[str, dict[str, object]] = {
+        "server": {"listen": listen, "health_listen": health_listen, "workers": workers},
         "upstream": {"url": upstream},
         "log": {"level": log_level, "format": log_format},
     }

@@ -17,14 +17,15 @@ from adapter.config import ListenAddress, ServerSettings
 from adapter.errors import ConfigError
 from adapter.server_tls import ServerTls
 
-__all__ = ["bind", "check_can_bind", "format_address", "server_options"]
+__all__ = ["bind", "check_can_bind", "format_address", "reserve_port", "server_options"]
 
 
-def check_can_bind(host: str, port: int) -> None:
+def check_can_bind(host: str, port: int, *, reuse_port: bool = False) -> None:
     """Raise the OSError a bind to ``host:port`` meets on every address the host resolves to.
 
     grpc reports a failed bind by writing its own log line to stderr and returning 0; probing
     first turns the common mistakes (port in use, unknown host) into one clear line instead.
+    ``reuse_port``: probe as a worker binds, beside its siblings on the same port.
     """
     if port == 0:
         return
@@ -34,6 +35,8 @@ def check_can_bind(host: str, port: int) -> None:
     ):
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 probe.bind(address)
             except OSError as exc:
@@ -42,6 +45,33 @@ def check_can_bind(host: str, port: int) -> None:
             return
     if failure is not None:
         raise failure
+
+
+def reserve_port(address: ListenAddress, where: str) -> tuple[ListenAddress, socket.socket]:
+    """Hold ``address``'s port for workers to share; the address with its real port, and the
+    socket that holds it (close it when the workers are gone).
+
+    The socket is bound with SO_REUSEPORT and never listens, so the kernel hands it no
+    connection while the workers' listeners, SO_REUSEPORT too, bind beside it. Any other
+    process's bind to the port fails, whether a plain one or another adapter's workers, which
+    probe without SO_REUSEPORT first. Port 0 becomes one free port, the same for every worker.
+    Raises ``ConfigError`` when the port is taken or the host is not this machine's.
+    """
+    try:
+        check_can_bind(address.host, address.port)
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        holder = socket.socket(family, kind, proto)
+        try:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            holder.bind(sockaddr)
+        except OSError:
+            holder.close()
+            raise
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot listen on {address}: {_why(exc)}") from None
+    return ListenAddress(address.host, holder.getsockname()[1]), holder
 
 
 def _why(exc: BaseException) -> str:
@@ -62,7 +92,9 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 0),
+        # Off, so that a second server on a port in use fails, unless this is one of workers
+        # that share the port by design.
+        ("grpc.so_reuseport", int(settings.workers > 1)),
         ("grpc.max_allowed_incoming_connections", settings.max_connections),
         ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * ms)),
         ("grpc.keepalive_time_ms", int(settings.keepalive_seconds * ms)),
@@ -74,18 +106,25 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
 
 
 def bind(
-    server: grpc.aio.Server, address: ListenAddress, where: str, tls: ServerTls | None = None
+    server: grpc.aio.Server,
+    address: ListenAddress,
+    where: str,
+    tls: ServerTls | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> tuple[str, int]:
     """Add a listening port; the address as bound (``unix:PATH``, or host and real port).
 
     A Unix socket is created mode 0660: reachable by the owner and the group, by no one else.
+    ``reuse_port``: the server shares the port with its sibling workers (``server_options``
+    said so to grpc too).
     """
     target = str(address)
     try:
         if address.path is not None:
             _remove_stale_socket(address.path)
         else:
-            check_can_bind(address.host, address.port)
+            check_can_bind(address.host, address.port, reuse_port=reuse_port)
         old_umask = os.umask(0o117) if address.is_unix else None
         try:
             bound = (

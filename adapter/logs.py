@@ -38,8 +38,10 @@ FIELDS = (
     "correlation_id",
     "trace_id",
     "status_message",
+    "worker",
 )
-"""The access line's fields, in the order a text line shows them."""
+"""The access line's fields, in the order a text line shows them; ``worker`` is on every line a
+worker process of ``serve --workers N`` writes."""
 _PLAIN = re.compile(r"[A-Za-z0-9_.:/@+-]{1,200}")
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -76,10 +78,27 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
-    """Every log line of the process, at ``settings.level``, in ``settings.format``, on stderr."""
+class _Worker(logging.Filter):
+    """Marks every record with the worker's number, so that lines say which process wrote them."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__()
+        self.number = number
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.number
+        return True
+
+
+def configure_logging(
+    settings: LogSettings, stream: TextIO | None = None, *, worker: int | None = None
+) -> None:
+    """Every log line of the process, at ``settings.level``, in ``settings.format``, on stderr;
+    each with a ``worker`` field when ``worker`` (1 to N) is given."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(json_formatter() if settings.format == "json" else TextFormatter())
+    if worker is not None:
+        handler.addFilter(_Worker(worker))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -158,12 +158,17 @@ class AdapterServer:
         health_server: grpc.aio.Server | None = None
         transport = self._transport or self._transport_factory(self.settings)
         try:
-            self.address, self.port = bind(server, server_settings.address, "server.listen", tls)
+            shared = server_settings.workers > 1
+            self.address, self.port = bind(
+                server, server_settings.address, "server.listen", tls, reuse_port=shared
+            )
             if (address := server_settings.health_address) is not None:
                 health_server = grpc.aio.server(
                     options=server_options(server_settings), interceptors=[observer]
                 )
-                self.health_address, _ = bind(health_server, address, "server.health_listen")
+                self.health_address, _ = bind(
+                    health_server, address, "server.health_listen", reuse_port=shared
+                )
             if self.metrics is not None and metrics_address is not None:
                 self._metrics_listener = await _listen_for_scrapes(self.metrics, metrics_address)
                 self.metrics_port = self._metrics_listener.port
