@@ -50,6 +50,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "handshake_timeout_seconds": 10.0,
         "max_connections": 1000,
         "drain_seconds": 0.0,
+        "workers": 1,
     },
     "upstream": {
         "url": "embedded",
