@@ -110,7 +110,7 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamProtocolError("malformed HTTP response: unexpected upgrade"))
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamProtocolError(f"malformed HTTP response: {exc}"))
+            self._fail(UpstreamProtocolError(f"malformed HTTP response: {exc}{_quote(data)}"))
         else:
             if self._over_cap and not self._complete:  # mid-message: the rest is not read
                 self._fail(self._too_big())
@@ -334,6 +334,16 @@ class ConnectionPool:
             connection.close()
         self._idle.clear()
         await asyncio.sleep(0)  # let the transports' connection_lost run
+
+
+def _quote(data: bytes) -> str:
+    """The first header line in ``data`` that is not ``name: value``, quoted and cut short, for
+    the error's message (the upstream client redacts messages before they leave)."""
+    for line in data.split(b"\r\n")[1:]:
+        name, colon, _ = line.partition(b":")
+        if line and (not colon or not name or name != name.strip() or b" " in name):
+            return f": {line[:100].decode('latin-1')!r}"
+    return ""
 
 
 def _expire(waiter: asyncio.Future[Any]) -> None:
