@@ -226,6 +226,8 @@ class ConnectionPool:
         sent = False
         try:
             connection = await self._acquire(waiter, budget)
+            if waiter.done():  # the deadline passed as the connection came: nothing goes out
+                waiter.result()
             connection.send(request, waiter)
             sent = True
             return await waiter
@@ -262,7 +264,9 @@ class ConnectionPool:
         try:
             connection: _Connection = await _either(opening, waiter)
         except BaseException:
-            opening.cancel()
+            finished = not opening.cancel() and not opening.cancelled()
+            if finished and opening.exception() is None:  # connected just as this one gave up
+                opening.result().close()
             self._wake_next()  # the room this one would have taken is free again
             raise
         finally:
