@@ -41,7 +41,7 @@ from adapter.schema import SESSION_SERVICE
 from adapter.server_tls import ServerTls
 from adapter.service import session_service
 from adapter.tracing import TraceInterceptor, Tracing
-from adapter.transport import HttpTransport, Transport
+from adapter.transport import Transport, gateway_transport
 from adapter.upstream import UpstreamClient
 
 log = logging.getLogger("adapter.server")
@@ -56,7 +56,7 @@ def http_transport(settings: Settings) -> Transport:
     Raises ``ConfigError`` when a CA bundle or client certificate cannot be loaded.
     """
     try:
-        return HttpTransport(settings.upstream)
+        return gateway_transport(settings.upstream)
     except (OSError, ssl.SSLError) as exc:  # the files are named in the settings, not in exc
         raise ConfigError(
             f"cannot load the upstream TLS files: {getattr(exc, 'strerror', None) or exc}"

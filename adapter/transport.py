@@ -1,10 +1,13 @@
 """The HTTP transport: one encoded NVP request out, the gateway's raw answer back.
 
-``Transport`` is the seam between the upstream client and whatever carries the bytes.
-``HttpTransport`` is the real one on aiohttp (one ``ClientSession`` per process, a bounded
-keep-alive pool, TLS verified, optionally through an HTTP CONNECT proxy) and the one place where
-aiohttp, OS and timeout errors become the adapter's own (``_translate_errors``). The embedded
-gateway plugs into the same seam from ``adapter/embedded/``; nothing here knows about it.
+``Transport`` is the seam between the upstream client and whatever carries the bytes;
+``gateway_transport`` builds the real one for the settings. A gateway reached directly gets
+``Http1Transport``, on the adapter's own small HTTP/1.1 client (``adapter.http1``: a bounded
+keep-alive pool, TLS verified, chosen by measurement, see README); a gateway reached through an
+HTTP CONNECT proxy gets ``HttpTransport`` on aiohttp (one ``ClientSession`` per process), which
+is the one place where aiohttp, OS and timeout errors become the adapter's own
+(``_translate_errors``). The embedded gateway plugs into the same seam from
+``adapter/embedded/``; nothing here knows about it.
 
 The proxy is ``upstream.proxy`` when set; otherwise the standard ``https_proxy`` / ``http_proxy``
 and ``no_proxy`` environment variables (either case) for the gateway's URL, read once when the
@@ -28,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from adapter import nvp
+from adapter import http1, nvp
 from adapter.config import UpstreamSettings, redact_url
 from adapter.errors import (
     ConfigError,
@@ -39,13 +42,20 @@ from adapter.errors import (
     UpstreamUnavailable,
 )
 
-__all__ = ["HttpTransport", "RawReply", "Transport", "build_ssl_context"]
+__all__ = [
+    "Http1Transport",
+    "HttpTransport",
+    "RawReply",
+    "Transport",
+    "build_ssl_context",
+    "gateway_transport",
+]
 
 POOL_IDLE_SECONDS = 10.0
 """An idle pooled connection is dropped after this: sooner than servers close idle connections
 (the embedded gateway after 15 s), so a request never goes out on a connection the server is
 closing at that moment, which would leave its outcome unknown."""
-_REQUEST_HEADERS = {"Content-Type": nvp.CONTENT_TYPE, "Accept": "*/*"}
+_REQUEST_HEADERS = {"User-Agent": "nvp-adapter", "Accept": "*/*", "Content-Type": nvp.CONTENT_TYPE}
 log = logging.getLogger("adapter.transport")
 
 
@@ -153,6 +163,71 @@ def _route(url: str, source: str) -> ProxyRoute:
     return ProxyRoute(bare, headers, source, shown)
 
 
+def gateway_transport(settings: UpstreamSettings) -> Transport:
+    """The transport for the gateway at ``settings.url``: aiohttp through a proxy, else the
+    adapter's own HTTP/1.1 client. Create it inside the running event loop.
+
+    Raises ``ConfigError`` for a proxy URL it cannot use; ``OSError`` or ``ssl.SSLError`` for TLS
+    files it cannot load.
+    """
+    route = proxy_route(settings)
+    if route.url is not None:
+        return HttpTransport(settings, route)
+    if route.source:
+        log.info("gateway requests go direct: %s names the gateway's host", route.source)
+    return Http1Transport(settings)
+
+
+class Http1Transport:
+    """POSTs to ``{url}/api/nvp/version/{N}`` over ``http1.ConnectionPool``, directly.
+
+    The request's head is built once; each call adds its own headers, its length and its body.
+    """
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        parts = urlsplit(settings.endpoint())
+        host = parts.hostname or ""
+        secure = parts.scheme == "https"
+        port = parts.port or (443 if secure else 80)
+        authority = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            authority += f":{port}"
+        head = [f"POST {parts.path or '/'} HTTP/1.1", f"Host: {authority}"]
+        head += [f"{name}: {value}" for name, value in _REQUEST_HEADERS.items()]
+        self._head = ("\r\n".join(head) + "\r\n").encode("ascii")
+        context = build_ssl_context(settings)  # for http too: a bad TLS file fails at start
+        self._pool = http1.ConnectionPool(
+            host,
+            port,
+            context=context if secure else None,
+            size=settings.pool_size,
+            connect_timeout=settings.connect_timeout_seconds,
+            max_bytes=settings.max_response_bytes,
+            idle_seconds=POOL_IDLE_SECONDS,
+        )
+
+    async def post(
+        self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
+    ) -> RawReply:
+        request = self._head
+        if headers:
+            request += _header_lines(headers)
+        request += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        status, data, retry_after = await self._pool.post(request, budget)
+        return RawReply(status, data, retry_after)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+def _header_lines(headers: Mapping[str, str]) -> bytes:
+    """``name: value`` lines; refuses a line break, which would end the header early."""
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    if lines.count("\n") != len(headers) or lines.count("\r") != len(headers):
+        raise ValueError("a request header holds a line break")
+    return lines.encode("latin-1")
+
+
 class HttpTransport:
     """POSTs to ``{url}/api/nvp/version/{N}`` over one pooled aiohttp ``ClientSession``.
 
@@ -160,8 +235,8 @@ class HttpTransport:
     for a proxy URL (setting or environment) it cannot use.
     """
 
-    def __init__(self, settings: UpstreamSettings) -> None:
-        self._proxy = proxy_route(settings)
+    def __init__(self, settings: UpstreamSettings, route: ProxyRoute | None = None) -> None:
+        self._proxy = proxy_route(settings) if route is None else route
         if self._proxy.url is not None:
             log.info(
                 "gateway requests go through the proxy %s (from %s)",
@@ -170,7 +245,7 @@ class HttpTransport:
             )
         elif self._proxy.source:
             log.info("gateway requests go direct: %s names the gateway's host", self._proxy.source)
-        self._headers = dict(_REQUEST_HEADERS)
+        self._headers = {k: v for k, v in _REQUEST_HEADERS.items() if k != "User-Agent"}
         if self._proxy.url is not None and urlsplit(settings.url).scheme == "http":
             # No tunnel for plain http: the request itself goes to the proxy, so it carries them.
             self._headers.update(self._proxy.headers)
