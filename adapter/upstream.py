@@ -265,6 +265,9 @@ class UpstreamClient:
             return await self._transport.post(body, budget, headers=headers)
 
     async def _take_slot(self, deadline: float | None) -> None:
+        if not self._slots.locked():  # a free slot is taken at once: no timer to set and cancel
+            await self._slots.acquire()
+            return
         wait = self._queue_timeout
         if deadline is not None:
             wait = max(0.0, min(wait, deadline - asyncio.get_running_loop().time()))

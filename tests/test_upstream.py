@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2
 from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.embedded import EmbeddedGateway, start_http_gateway
+from adapter.errors import AdapterOverloaded
 from adapter.redaction import Secret
 from adapter.transport import RawReply
 from adapter.upstream import UpstreamClient, parse_retry_after
@@ -277,3 +278,16 @@ async def test_the_body_is_the_fields_then_the_current_credentials(
         nvp.encode({**fields, **credentials, "apiPassword": "new+pass"}),
         b"merchant=OTHER",  # certificate authentication: no credentials in the body
     ]
+
+
+async def test_a_free_slot_is_taken_without_a_loop_turn() -> None:
+    """While a slot is free, taking one completes at once: no timer, no suspension; once all
+    are taken, the next waits for the queue timeout and is refused ADAPTER_OVERLOADED."""
+    settings = make_settings(max_concurrent_calls=2, queue_timeout_seconds=0.01)
+    client = UpstreamClient(BodyRecorder(), settings.upstream, settings.merchants)
+    for _ in range(2):
+        taking = client._take_slot(None)
+        with pytest.raises(StopIteration):
+            taking.send(None)
+    with pytest.raises(AdapterOverloaded):
+        await client._take_slot(None)
