@@ -21,7 +21,14 @@ from typing import Any
 
 import grpc
 
-from adapter.interceptors import Behaviour, Continuation, ended_with, responses, wrap_behaviour
+from adapter.interceptors import (
+    Behaviour,
+    Continuation,
+    WrappedHandlers,
+    ended_with,
+    responses,
+    wrap_behaviour,
+)
 from adapter.metrics import Metrics
 from adapter.tracing import current_trace_id
 
@@ -121,6 +128,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: Metrics | None) -> None:
         self._metrics = metrics
+        self._handlers = WrappedHandlers(self._observed)
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -128,7 +136,11 @@ class CallObserver(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED itself
             return handler
-        method: str = details.method
+        return self._handlers.get(handler, details.method)
+
+    def _observed(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         return wrap_behaviour(
             handler,
             lambda behaviour: self._unary(behaviour, method),

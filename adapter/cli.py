@@ -3,8 +3,8 @@
 ::
 
     nvp-adapter serve   [--config FILE] [--listen HOST:PORT] [--upstream URL|embedded]
-                        [--workers N]
-    nvp-adapter gateway [--config FILE] [--listen HOST:PORT]
+                        [--workers N] [--loop auto|uvloop|asyncio]
+    nvp-adapter gateway [--config FILE] [--listen HOST:PORT] [--loop auto|uvloop|asyncio]
     nvp-adapter config check [--config FILE]
     nvp-adapter health  [--config FILE] [--address ADDRESS] [--timeout SECONDS]
     nvp-adapter --version
@@ -14,6 +14,13 @@ Every command reads its settings alike: the file (``--config``, else ``NVP_ADAPT
 configuration, port in use, unreadable file) prints one line and exits 2; there is never a
 traceback for it. ``health`` exits 0 for SERVING and 1 for anything else, a configuration it
 cannot read included: never 2, which Docker's HEALTHCHECK reserves.
+
+``serve`` runs on uvloop's event loop where uvloop is installed (a dependency on Linux and
+macOS), else on asyncio's; ``--loop asyncio`` is the way back. ``gateway`` runs on asyncio's
+unless ``--loop uvloop`` is given: its HTTPS face (certificates swapped while it runs, the client
+certificate read per connection) and its count of ``accept()`` failures for want of descriptors
+are written against asyncio's loop, and three of their tests fail on uvloop's. The loop is a
+flag, not a setting: it changes how fast the process runs, never what it does.
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from adapter import version
 from adapter.app import build_server, check
@@ -58,7 +65,12 @@ FIRST_CALL_SCRIPT = "scripts/first_call.py"
 EXIT_UNHEALTHY = 1
 HEALTH_TIMEOUT_SECONDS = 2.0
 HEALTH_TIMEOUT_RANGE = (0.1, 60.0)
+LOOPS = ("auto", "uvloop", "asyncio")
+"""``--loop``: the command's default (below), uvloop or fail, asyncio's own."""
+AUTO_LOOP = {"serve": "uvloop", "gateway": "asyncio"}
+"""What ``--loop auto`` means per command; uvloop only where it is installed."""
 log = logging.getLogger("adapter.cli")
+_T = TypeVar("_T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,6 +154,13 @@ def _parser() -> argparse.ArgumentParser:
             choices=LOG_FORMATS,
             help="text (the default) or json, one object a line; over [log] format",
         )
+        command.add_argument(
+            "--loop",
+            choices=LOOPS,
+            default="auto",
+            help="event loop: auto (the default: uvloop where installed for serve, asyncio for "
+            "gateway), uvloop, or asyncio",
+        )
     serve_cmd.add_argument(
         "--upstream", metavar="URL|embedded", help="gateway base URL, or 'embedded'"
     )
@@ -201,21 +220,59 @@ def main(argv: Sequence[str] | None = None) -> None:
                 **log_flags,
             )
             configure_logging(settings.log, worker=args.worker)
+            loop = _auto("serve", args.loop)
             if args.worker is not None:
-                asyncio.run(_serve_worker(settings))
-            elif settings.server.workers > 1:
+                run_on(loop, _serve_worker(settings))
+            elif settings.server.workers > 1:  # the supervisor only waits: asyncio's own loop
                 sys.exit(asyncio.run(_supervise(settings, _worker_arguments(path, args))))
             else:
-                asyncio.run(_serve(settings))
+                run_on(loop, _serve(settings))
         else:
             settings = load_settings(path, overrides=overrides, for_gateway=True, **log_flags)
             configure_logging(settings.log)
-            asyncio.run(_run_gateway(settings, args.listen))
+            run_on(_auto("gateway", args.loop), _run_gateway(settings, args.listen))
     except ConfigError as exc:
         print(f"nvp-adapter: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     except KeyboardInterrupt:  # a signal before the handlers were installed
         sys.exit(130)
+
+
+def _auto(command: str, choice: str) -> str:
+    """``--loop`` with ``auto`` replaced by the command's default; ``uvloop`` stays ``auto`` so
+    that it falls back where uvloop is not installed."""
+    if choice != "auto" or AUTO_LOOP[command] == "uvloop":
+        return choice
+    return AUTO_LOOP[command]
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the event loop ``--loop`` asks for; None for asyncio's own.
+
+    Raises ``ConfigError`` for ``uvloop`` when uvloop is not installed; ``auto`` then falls back.
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 (optional: absent on Windows, and --loop asyncio needs none)
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("--loop uvloop: uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def run_on(choice: str, main: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(main)`` on the event loop ``--loop`` asks for."""
+    try:
+        factory = loop_factory(choice)
+    except ConfigError:
+        main.close()  # never started: no "coroutine was never awaited" warning
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        loop = runner.get_loop()
+        log.debug("event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
+        return runner.run(main)
 
 
 async def _health(config: str | None, address: ListenAddress | None, seconds: float) -> int:
@@ -283,6 +340,7 @@ def _worker_arguments(path: str | None, args: argparse.Namespace) -> list[str]:
         ("--upstream", args.upstream),
         ("--log-level", args.log_level),
         ("--log-format", args.log_format),
+        ("--loop", args.loop),
     ):
         if value is not None:
             arguments += [flag, value]

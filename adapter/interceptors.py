@@ -15,7 +15,14 @@ from typing import Any
 
 import grpc
 
-__all__ = ["Behaviour", "Continuation", "ended_with", "responses", "wrap_behaviour"]
+__all__ = [
+    "Behaviour",
+    "Continuation",
+    "WrappedHandlers",
+    "ended_with",
+    "responses",
+    "wrap_behaviour",
+]
 
 Behaviour = Callable[..., Any]
 """A handler's behaviour: ``(request, context)`` to a response, or to an async iterator of them."""
@@ -43,6 +50,40 @@ def wrap_behaviour(
     else:
         return handler
     return handler._replace(**wrapped)  # type: ignore[attr-defined,no-any-return]
+
+
+class WrappedHandlers:
+    """Each method's wrapped handler, made once and handed out again while grpc hands out the
+    same handler for that method (it does, call after call): no new closure and no new handler
+    tuple per call.
+
+    Held per method that has a handler (grpc answers an unknown method itself, before any of
+    this), so there are as many entries as the server has methods; a method whose handler
+    changes gets a new wrapping in place of the old.
+
+    >>> handlers = WrappedHandlers(lambda handler, method: wrap(handler))  # doctest: +SKIP
+    >>> handlers.get(handler, "/pkg.Service/Method")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        wrap: Callable[[grpc.RpcMethodHandler[Any, Any], str], grpc.RpcMethodHandler[Any, Any]],
+    ) -> None:
+        self._wrap = wrap
+        self._by_method: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
+
+    def get(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """``handler`` of ``method`` wrapped; the same object as last time for the same one."""
+        held = self._by_method.get(method)
+        if held is not None and held[0] is handler:
+            return held[1]
+        wrapped = self._wrap(handler, method)
+        self._by_method[method] = (handler, wrapped)
+        return wrapped
 
 
 async def responses(result: Any) -> AsyncIterator[Any]:

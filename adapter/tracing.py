@@ -37,7 +37,7 @@ import grpc
 
 from adapter.config import UpstreamSettings, redact_url
 from adapter.errors import ConfigError
-from adapter.interceptors import Behaviour, Continuation, ended_with
+from adapter.interceptors import Behaviour, Continuation, WrappedHandlers, ended_with
 
 __all__ = [
     "AttemptTrace",
@@ -395,6 +395,7 @@ class TraceInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tracing: Tracing, services: Sequence[str]) -> None:
         self._tracing = tracing
         self._prefixes = tuple(f"/{service}/" for service in services)
+        self._handlers = WrappedHandlers(self._traced_handler)
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -403,8 +404,15 @@ class TraceInterceptor(grpc.aio.ServerInterceptor):
         method: str = details.method
         if handler is None or handler.unary_unary is None or not method.startswith(self._prefixes):
             return handler
-        traced = self._traced(handler.unary_unary, method)
-        return handler._replace(unary_unary=traced)  # type: ignore[attr-defined,no-any-return]
+        return self._handlers.get(handler, method)
+
+    def _traced_handler(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        behaviour = handler.unary_unary
+        if behaviour is None:  # intercept_service passes only unary handlers
+            return handler
+        return handler._replace(unary_unary=self._traced(behaviour, method))  # type: ignore[attr-defined,no-any-return]
 
     def _traced(self, behaviour: Behaviour, method: str) -> Behaviour:
         async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

@@ -121,6 +121,11 @@ class UpstreamClient:
         self._metrics = metrics
         self._timeout = settings.timeout_seconds
         self._credentials = dict(merchants)
+        # Each merchant's credentials as the tail of a body, encoded once (again on rotation).
+        self._encoded_credentials = {
+            merchant: _encoded_credentials(merchant, credentials)
+            for merchant, credentials in self._credentials.items()
+        }
         self._retry = RetryPolicy(
             settings.retry_max_attempts,
             settings.retry_initial_backoff_seconds,
@@ -142,6 +147,9 @@ class UpstreamClient:
         """Rotation: the next calls for ``merchant`` send this password."""
         old = self._credentials[merchant].password
         self._credentials[merchant] = replace(self._credentials[merchant], password=password)
+        self._encoded_credentials[merchant] = _encoded_credentials(
+            merchant, self._credentials[merchant]
+        )
         # A log line of a call still in flight may hold the old password: scrub both.
         self.redact = Redactor([*self.redact.secrets, *filter(None, [old]), password])
 
@@ -176,7 +184,10 @@ class UpstreamClient:
         credentials = self._credentials.get(merchant)
         if credentials is None:
             raise MerchantNotAllowed(merchant)
-        body = nvp.encode({**fields, **_credential_fields(merchant, credentials)})
+        if nvp.API_USERNAME in fields or nvp.API_PASSWORD in fields:  # ours replace theirs
+            body = nvp.encode({**fields, **_credential_fields(merchant, credentials)})
+        else:
+            body = nvp.encode(fields) + self._encoded_credentials[merchant]
         operation = fields.get(nvp.API_OPERATION, "")
         tracing.annotate(merchant=merchant, operation=operation)
         loop = asyncio.get_running_loop()
@@ -254,6 +265,9 @@ class UpstreamClient:
             return await self._transport.post(body, budget, headers=headers)
 
     async def _take_slot(self, deadline: float | None) -> None:
+        if not self._slots.locked():  # a free slot is taken at once: no timer to set and cancel
+            await self._slots.acquire()
+            return
         wait = self._queue_timeout
         if deadline is not None:
             wait = max(0.0, min(wait, deadline - asyncio.get_running_loop().time()))
@@ -276,6 +290,12 @@ A certificate the adapter refuses (``UpstreamCertificateInvalid``) is left out o
 configuration fault that says nothing about the gateway's health, so the attempt is abandoned: it
 neither opens the circuit nor closes it.
 """
+
+
+def _encoded_credentials(merchant: str, credentials: MerchantCredentials) -> bytes:
+    """What ``_credential_fields`` adds to the end of an encoded body: ``&`` and its pairs."""
+    fields = _credential_fields(merchant, credentials)
+    return b"&" + nvp.encode(fields) if fields else b""
 
 
 def _credential_fields(merchant: str, credentials: MerchantCredentials) -> Mapping[str, str]:

@@ -3,10 +3,14 @@
 - ``scripted_upstream``: an aiohttp server whose every answer a test sets, recording requests.
 - ``start_adapter``: the adapter's own gRPC server in-process, with a stub connected to it.
 - ``fail``: make a call that must fail and unpack its rich status into a ``Failure``.
+
+``pytest --event-loop uvloop`` runs every in-process test on uvloop's event loop instead of
+asyncio's (the processes the tests start run on their own default, uvloop where installed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -175,6 +179,32 @@ async def fail(
     assert failure.info.domain == "nvp-adapter"
     assert PASSWORD not in str(status)
     return failure
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop of the in-process tests (default: asyncio)",
+    )
+
+
+class _UvloopTests:
+    """pytest-asyncio's hook: every asyncio test on a loop from uvloop."""
+
+    @staticmethod
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+        import uvloop  # noqa: PLC0415 (only for --event-loop uvloop)
+
+        return {"uvloop": uvloop.new_event_loop}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("event_loop") == "uvloop":
+        config.pluginmanager.register(_UvloopTests(), "uvloop-tests")
 
 
 @pytest.fixture(autouse=True)

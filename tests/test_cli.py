@@ -15,11 +15,14 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
+import uvloop
 
 from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from adapter.cli import loop_factory
 from adapter.config import DEMO_MERCHANT, DEMO_PASSWORD
+from adapter.errors import ConfigError
 
 START_TIMEOUT = 20.0
 _SCRIPT = Path(sys.executable).with_name("nvp-adapter")
@@ -124,6 +127,55 @@ async def test_sigint_also_stops_cleanly(nvp_adapter: Start) -> None:
     code, _, err = await server.stop(signal.SIGINT)
     assert code == 0
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("choice", "loop"), [("asyncio", "asyncio"), ("uvloop", "uvloop.Loop")])
+async def test_serve_runs_on_the_loop_asked_for(nvp_adapter: Start, choice: str, loop: str) -> None:
+    """`serve --loop` runs on that event loop; calls, SIGHUP and SIGTERM work alike on both."""
+    server = await nvp_adapter(
+        "serve", "--listen", "127.0.0.1:0", "--loop", choice, "--log-level", "DEBUG"
+    )
+    assert (await create_session(server.address)).result == pb.RESULT_SUCCESS
+    server.proc.send_signal(signal.SIGHUP)  # reloads; the process must live on
+    assert (await create_session(server.address)).result == pb.RESULT_SUCCESS
+    code, _, err = await server.stop()
+    assert code == 0
+    assert f"event loop: {loop}" in err
+    assert "reloading secrets and certificates" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("choice", "loop"), [("auto", "asyncio"), ("uvloop", "uvloop.Loop")])
+async def test_gateway_runs_on_the_loop_asked_for(
+    nvp_adapter: Start, choice: str, loop: str
+) -> None:
+    """`gateway` runs on asyncio's loop unless --loop uvloop is given; it answers and exits 0
+    on SIGTERM on both."""
+    gateway = await nvp_adapter(
+        "gateway", "--listen", "127.0.0.1:0", "--loop", choice, "--log-level", "DEBUG"
+    )
+    url = f"http://{gateway.address}/api/nvp/version/100"
+    async with aiohttp.ClientSession() as session, session.post(url, data=nvp_post(GOOD)) as r:
+        assert r.status == 201
+    code, _, err = await gateway.stop()
+    assert code == 0
+    assert f"event loop: {loop}" in err
+    assert "Traceback" not in err
+
+
+def test_auto_is_uvloop_where_installed() -> None:
+    """--loop auto (the default) and --loop uvloop make uvloop's loop; asyncio makes asyncio's."""
+    assert loop_factory("auto") is uvloop.new_event_loop
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
+
+
+def test_without_uvloop_auto_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where uvloop is not installed, auto is asyncio's loop and --loop uvloop a config error."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # what an absent package imports as
+    assert loop_factory("auto") is None
+    with pytest.raises(ConfigError, match="uvloop is not installed"):
+        loop_factory("uvloop")
 
 
 def nvp_post(fields: dict[str, str]) -> bytes:
@@ -267,6 +319,7 @@ async def test_port_in_use_exits_with_one_line(command: str) -> None:
         ["serve", "--listen", "nowhere"],
         ["gateway", "--listen", "nowhere"],
         ["serve", "--upstream", "ftp://gateway.example"],
+        ["serve", "--loop", "trio"],
     ],
 )
 async def test_bad_arguments_exit_with_one_line(args: list[str]) -> None:

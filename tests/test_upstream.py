@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import grpc
@@ -16,7 +16,10 @@ from google.rpc import error_details_pb2
 from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.embedded import EmbeddedGateway, start_http_gateway
-from adapter.upstream import parse_retry_after
+from adapter.errors import AdapterOverloaded
+from adapter.redaction import Secret
+from adapter.transport import RawReply
+from adapter.upstream import UpstreamClient, parse_retry_after
 from tests.conftest import (
     MERCHANT,
     PASSWORD,
@@ -230,3 +233,61 @@ def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
     """Retry-After is delta-seconds or an HTTP date; anything else is no advice."""
     now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
     assert parse_retry_after(header, now=now) == seconds
+
+
+class BodyRecorder:
+    """A transport that keeps every body it is given and answers each with success."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def post(
+        self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
+    ) -> RawReply:
+        self.bodies.append(body)
+        return RawReply(200, b"result=SUCCESS")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"apiOperation": "CREATE_SESSION", "merchant": MERCHANT},
+        {"merchant": MERCHANT, "correlationId": "a&apiPassword=b c"},
+        # Not from a servicer (extra_fields refuses these names), but the client's own win.
+        {"merchant": MERCHANT, "apiPassword": "theirs", "apiUsername": "x", "z": "1"},
+    ],
+)
+async def test_the_body_is_the_fields_then_the_current_credentials(
+    fields: dict[str, str],
+) -> None:
+    """The credentials, encoded once per merchant, make the same body as encoding them with
+    the fields each time would; after a rotation, the new password's."""
+    settings = make_settings(merchants={MERCHANT: "p&ss w=rd%", "OTHER": None})
+    recorder = BodyRecorder()
+    client = UpstreamClient(recorder, settings.upstream, settings.merchants)
+    await client.call(fields)
+    client.replace_password(MERCHANT, Secret("new+pass"))
+    await client.call(fields)
+    await client.call({"merchant": "OTHER"})
+    credentials = {"apiUsername": f"merchant.{MERCHANT}"}
+    assert recorder.bodies == [
+        nvp.encode({**fields, **credentials, "apiPassword": "p&ss w=rd%"}),
+        nvp.encode({**fields, **credentials, "apiPassword": "new+pass"}),
+        b"merchant=OTHER",  # certificate authentication: no credentials in the body
+    ]
+
+
+async def test_a_free_slot_is_taken_without_a_loop_turn() -> None:
+    """While a slot is free, taking one completes at once: no timer, no suspension; once all
+    are taken, the next waits for the queue timeout and is refused ADAPTER_OVERLOADED."""
+    settings = make_settings(max_concurrent_calls=2, queue_timeout_seconds=0.01)
+    client = UpstreamClient(BodyRecorder(), settings.upstream, settings.merchants)
+    for _ in range(2):
+        taking = client._take_slot(None)
+        with pytest.raises(StopIteration):
+            taking.send(None)
+    with pytest.raises(AdapterOverloaded):
+        await client._take_slot(None)
