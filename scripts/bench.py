@@ -72,8 +72,6 @@ _ADAPTER = Path(sys.executable).with_name("nvp-adapter")
 ADAPTER = [str(_ADAPTER)] if _ADAPTER.exists() else [sys.executable, "-m", "adapter"]
 MERCHANT = "TESTMERCHANT"
 SERVERS = ("bare", "embedded", "http", "https")
-ADAPTERS = SERVERS[1:]
-OBSERVABILITY = ("metrics", "access", "both")  # each with the adapter as it is, both off
 MEMORY_CONCURRENCY = 32
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -850,7 +848,7 @@ def _servers(text: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="scripts/bench.py", description=(__doc__ or "").splitlines()[0]
+        prog="scripts/bench.py", description=" ".join((__doc__ or "").split("\n\n")[0].split())
     )
     parser.add_argument(
         "--seconds", type=_bounded(float, 0.1, 600), default=5.0, help="measured per run"
@@ -858,7 +856,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=_bounded(float, 0, 60), default=1.0, help="seconds before measuring"
     )
-    parser.add_argument("--rounds", type=_bounded(int, 1, 50), default=3)
+    parser.add_argument(
+        "--rounds", type=_bounded(int, 1, 50), default=3, help="medians are taken across them"
+    )
     parser.add_argument(
         "--concurrency", type=_concurrencies, default=[1, 32], help="calls in flight, e.g. 1,32"
     )
