@@ -1,0 +1,965 @@
+"""The adapter side by side with a bare grpc.aio server built from the same proto: CPU per call,
+calls per second, latency and RSS, each server a fresh process per run.
+
+Usage: .venv/bin/python scripts/bench.py [--seconds 5] [--warmup 1] [--rounds 3]
+           [--concurrency 1,32] [--servers bare,embedded,http,https]
+       .venv/bin/python scripts/bench.py --observability [--servers embedded,http] ...
+       .venv/bin/python scripts/bench.py --memory 100000 [--servers embedded,http]
+
+The servers, each started on loopback port 0 for one run and stopped with SIGTERM after it:
+
+- **bare**: a grpc.aio server whose CreateSession returns a constant CreateSessionResponse, from
+  the generated stubs of ``adapter/_proto`` and nothing else of the adapter;
+- **embedded**: ``nvp-adapter serve`` on the in-process embedded gateway;
+- **http**: ``nvp-adapter serve`` against ``nvp-adapter gateway`` over loopback HTTP;
+- **https**: the same over HTTPS, with trustme certificates (``[gateway.tls]`` on the gateway,
+  ``upstream.ca_file`` on the adapter).
+
+The adapter runs with ``--log-level warning`` (no access line for a success) and no metrics. The
+load comes from a second process (this script's ``_load`` mode): a grpc.aio client with N calls in
+flight on one channel for ``--warmup`` seconds, then ``--seconds`` measured seconds. Over the
+measured window it reads the server process's CPU time (user + system of all its threads, from
+/proc/PID/stat); the gateway process of http and https is read separately and not counted in the
+server's. Each round runs every server at every concurrency, in an order rotated from round to
+round; the report gives the medians across rounds, and each server's ratios to bare as the median
+of the ratios within each round (neighbouring runs share the machine's load of the moment).
+
+``--observability`` runs each adapter of ``--servers`` (default embedded) four ways: as above,
+with ``[metrics] listen`` (scraped at the end, so the counters were kept), with
+``--log-level info --log-format json`` (an access line per call, to a file), and with both; the
+ratios are to the same adapter with both off.
+
+``--memory CALLS`` runs each of ``--servers`` (default embedded and http) for CALLS calls at 32 in
+flight, RetrieveSession of one session (CreateSession would fill the embedded gateway's session
+store by design: see ``counted_load``), and samples the adapter's RSS every CALLS/100 calls after
+a warm-up of CALLS/10, while all calls are in flight. Growth is the lowest sample of the last
+quarter against the lowest of the first quarter, as ``scripts/soak.py`` measures it: RSS rises
+and falls back in batches without any leak, while a leak raises the floor.
+
+Exit status: 0; 1 when a call failed, a process did not exit 0 on SIGTERM, or RSS grew past
+``--max-rss-growth``; 2 for a usage mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+
+SCRIPT = Path(__file__).resolve()
+_ADAPTER = Path(sys.executable).with_name("nvp-adapter")
+ADAPTER = [str(_ADAPTER)] if _ADAPTER.exists() else [sys.executable, "-m", "adapter"]
+MERCHANT = "TESTMERCHANT"
+SERVERS = ("bare", "embedded", "http", "https")
+MEMORY_CONCURRENCY = 32
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+CALL_TIMEOUT = 10.0
+CLIENT_SLACK = 60.0  # the load process's own start and report, over the time it was given
+MIB = 1024 * 1024
+_TICKS = os.sysconf("SC_CLK_TCK")
+_ADDRESS = re.compile(r"listening on (?:https?://)?(\S+?)(?:/api\S*)? ")
+# A proxy variable would send the adapter's loopback HTTP, or the load's gRPC, through a proxy;
+# NVP_ADAPTER_* would change the configuration under test.
+_SCRUBBED = re.compile(r"(?i)^(nvp_adapter_.*|https?_proxy|all_proxy|grpc_proxy|no_proxy)$")
+
+
+# --- measuring a process from /proc ----------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of every thread of a process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """The process's resident set size, from /proc/PID/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence; 0.0 when it is empty."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+# --- the bare server (``_bare``) ---------------------------------------------------------------
+
+BARE_RESPONSE = pb.CreateSessionResponse(
+    merchant=MERCHANT,
+    result=pb.RESULT_SUCCESS,
+    session=pb.Session(
+        id="SESSION0002W4FJ1QAIF5YLP6C22J28",
+        update_status=pb.SESSION_UPDATE_STATUS_NO_UPDATE,
+        version="5a038a553d",
+    ),
+)  # the adapter's answer to the same request, with the embedded gateway's shape of values
+
+
+class BareService(session_service_pb2_grpc.SessionServiceServicer):
+    """CreateSession answers a constant response; the other methods are not part of the bench."""
+
+    async def CreateSession(
+        self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CreateSessionResponse:
+        return BARE_RESPONSE
+
+    async def UpdateSession(
+        self, request: pb.UpdateSessionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.UpdateSessionResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the bench")
+
+    async def RetrieveSession(
+        self, request: pb.RetrieveSessionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RetrieveSessionResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the bench")
+
+
+async def serve_bare() -> None:
+    """Serve BareService on loopback port 0 until SIGTERM or SIGINT; the first line names it."""
+    server = grpc.aio.server()
+    session_service_pb2_grpc.add_SessionServiceServicer_to_server(BareService(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    print(f"bare server listening on 127.0.0.1:{port} (constant CreateSessionResponse)", flush=True)
+    await stopping.wait()
+    await server.stop(1.0)
+
+
+# --- the load (``_load`` and ``_memory``) ------------------------------------------------------
+
+
+async def _ready_stub(
+    channel: grpc.aio.Channel,
+) -> session_service_pb2_grpc.SessionServiceAsyncStub:
+    await asyncio.wait_for(channel.channel_ready(), START_TIMEOUT)
+    return session_service_pb2_grpc.SessionServiceStub(channel)
+
+
+async def _call(
+    stub: session_service_pb2_grpc.SessionServiceAsyncStub, request: pb.CreateSessionRequest
+) -> str | None:
+    """One CreateSession; None when it succeeded with a session, else what went wrong."""
+    try:
+        response = await stub.CreateSession(request, timeout=CALL_TIMEOUT)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().name
+    return None if response.session.id else "WRONG_ANSWER"
+
+
+async def timed_load(
+    target: str, concurrency: int, warmup: float, seconds: float, pids: Sequence[int]
+) -> dict[str, Any]:
+    """``concurrency`` calls in flight for ``warmup`` then ``seconds`` seconds; the report: the
+    calls that ended in the measured window, their latencies, the CPU seconds ``pids`` spent in
+    it, and every call made and failed, warm-up included."""
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    made = 0
+    request = pb.CreateSessionRequest(merchant=MERCHANT)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = await _ready_stub(channel)
+        measure_from = time.perf_counter() + warmup
+        stop_at = measure_from + seconds
+
+        async def worker() -> None:
+            nonlocal made
+            while (began := time.perf_counter()) < stop_at:
+                failure = await _call(stub, request)
+                ended = time.perf_counter()
+                made += 1
+                if failure is not None:
+                    errors[failure] += 1
+                if ended >= measure_from:
+                    latencies.append(ended - began)
+
+        async def window_opens() -> tuple[float, list[float]]:
+            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+            return time.perf_counter(), [cpu_seconds(pid) for pid in pids]
+
+        opening = asyncio.create_task(window_opens())
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        opened, cpu_before = await opening
+        elapsed = time.perf_counter() - opened
+        cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
+    latencies.sort()
+    return {
+        "calls": len(latencies),
+        "made": made,
+        "errors": dict(errors),
+        "seconds": elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "cpu_seconds": cpu,
+    }
+
+
+async def _retrieve(
+    stub: session_service_pb2_grpc.SessionServiceAsyncStub, request: pb.RetrieveSessionRequest
+) -> str | None:
+    """One RetrieveSession; None when it answered the session asked for, else what went wrong."""
+    try:
+        response = await stub.RetrieveSession(request, timeout=CALL_TIMEOUT)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().name
+    return None if response.session.id == request.session.id else "WRONG_ANSWER"
+
+
+async def counted_load(
+    target: str, *, calls: int, warmup: int, sample_every: int, rss_pid: int, time_limit: float
+) -> dict[str, Any]:
+    """One CreateSession, then ``calls`` RetrieveSession calls of that session with
+    MEMORY_CONCURRENCY in flight; ``rss_pid``'s RSS sampled every ``sample_every`` calls from
+    ``warmup`` on while every worker still has calls to make; no new call starts after
+    ``time_limit`` seconds.
+
+    Not CreateSession: the embedded gateway keeps every session it creates for 15 minutes (up to
+    50,000 a merchant, then SERVER_BUSY), so that RSS would grow by design. A retrieve takes the
+    same way through the adapter (NVP encoding, the upstream exchange, decoding, the response) and
+    stores nothing.
+    """
+    errors: Counter[str] = Counter()
+    samples: list[int] = []
+    issued = done = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = await _ready_stub(channel)
+        created = await stub.CreateSession(
+            pb.CreateSessionRequest(merchant=MERCHANT), timeout=CALL_TIMEOUT
+        )
+        request = pb.RetrieveSessionRequest(
+            merchant=MERCHANT, session=pb.SessionRef(id=created.session.id)
+        )
+        began = time.perf_counter()
+        stop_at = began + time_limit
+
+        async def worker() -> None:
+            nonlocal issued, done
+            while issued < calls and time.perf_counter() < stop_at:
+                issued += 1
+                failure = await _retrieve(stub, request)
+                if failure is not None:
+                    errors[failure] += 1
+                done += 1
+                if (
+                    done >= warmup
+                    and (done - warmup) % sample_every == 0
+                    and calls - done >= MEMORY_CONCURRENCY
+                ):
+                    samples.append(rss_bytes(rss_pid))
+
+        await asyncio.gather(*(worker() for _ in range(MEMORY_CONCURRENCY)))
+        elapsed = time.perf_counter() - began
+    return {"calls": done, "errors": dict(errors), "seconds": elapsed, "rss_samples": samples}
+
+
+# --- the servers' processes --------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """One process this script started: its address (from its first line) and stderr file."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    stderr: IO[bytes]
+    address: str = ""
+    drain: asyncio.Task[None] | None = None
+
+    def stderr_text(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.stderr_text().splitlines()[-lines:])
+
+
+def child_environment() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if not _SCRUBBED.match(key)}
+
+
+async def start(name: str, argv: Sequence[str], children: list[Child]) -> Child:
+    """Start ``argv`` and wait for its first line, which names the bound address.
+
+    The child joins ``children`` at once, so that the caller stops it even if this fails.
+    """
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by kill_all, as the process ends)
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=child_environment()
+    )
+    child = Child(name, proc, stderr)
+    children.append(child)
+    if proc.stdout is None:  # cannot happen with stdout=PIPE; narrows the type
+        raise RuntimeError(f"{name}: no stdout pipe")
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)).decode()
+    except TimeoutError:
+        raise RuntimeError(f"{name}: no first line in {START_TIMEOUT:.0f} s") from None
+    match = _ADDRESS.search(line)
+    if match is None:
+        raise RuntimeError(f"{name} printed no address: {line!r}\n{child.stderr_tail()}")
+    child.address = match[1]
+    child.drain = asyncio.create_task(_drain(proc.stdout))  # the pipe must never fill up
+    return child
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+async def stop(child: Child) -> int:
+    """SIGTERM, then wait; a process that outlives STOP_TIMEOUT is killed and reported as -9."""
+    if child.proc.returncode is None:
+        child.proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(child.proc.wait(), STOP_TIMEOUT)
+    except TimeoutError:
+        child.proc.kill()
+        await child.proc.wait()
+        return -signal.SIGKILL
+    finally:
+        if child.drain is not None:
+            await child.drain
+
+
+async def stop_all(children: Sequence[Child]) -> dict[str, int]:
+    """Stop every child, the last started first (the adapter before its gateway, so that no call
+    of its is cut off); their exit codes."""
+    return {child.name: await stop(child) for child in reversed(children)}
+
+
+async def kill_all(children: Sequence[Child]) -> None:
+    """What is left after a failure: killed, waited for, its files closed."""
+    for child in children:
+        if child.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.kill()
+            await child.proc.wait()
+        if child.drain is not None and not child.drain.done():
+            child.drain.cancel()
+        child.stderr.close()
+
+
+async def run_load(argv: Sequence[str], limit: float) -> dict[str, Any]:
+    """This script's load mode run with ``argv``: its report. Killed after ``limit`` seconds."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SCRIPT),
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_environment(),
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), limit)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the load exited {proc.returncode}:\n{err.decode(errors='replace')}")
+    report: dict[str, Any] = json.loads(out)
+    return report
+
+
+# --- what runs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One server as it is run: its kind (one of SERVERS) and what observability it has on."""
+
+    kind: str
+    metrics: bool = False
+    access: bool = False
+
+    @property
+    def name(self) -> str:
+        extra = {(True, False): "+metrics", (False, True): "+access", (True, True): "+both"}
+        return self.kind + extra.get((self.metrics, self.access), "")
+
+    @property
+    def has_gateway(self) -> bool:
+        return self.kind in {"http", "https"}
+
+
+@dataclass
+class Run:
+    """What one run of one setup at one concurrency measured."""
+
+    calls: int
+    errors: dict[str, int]
+    calls_per_second: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_call: float
+    gateway_us_per_call: float | None
+    rss_mib: float
+    exits: dict[str, int]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) or any(code != 0 for code in self.exits.values())
+
+
+@dataclass
+class Workdir:
+    """The files every run shares: the test CA and the gateway's certificate, written once."""
+
+    path: Path
+    ca_file: Path = field(init=False)
+    gateway_config: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        import trustme  # noqa: PLC0415 (here, not at the top: the bare server never loads it)
+
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_file = self.path / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        cert, key = self.path / "gateway.crt", self.path / "gateway.key"
+        leaf.cert_chain_pems[0].write_to_path(str(cert))
+        leaf.private_key_pem.write_to_path(str(key))
+        self.gateway_config = self.path / "gateway-tls.toml"
+        self.gateway_config.write_text(
+            f"[gateway.tls]\ncert_file = {json.dumps(str(cert))}\n"
+            f"key_file = {json.dumps(str(key))}\n"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_setup(
+    setup: Setup, workdir: Workdir, children: list[Child]
+) -> tuple[Child, Child | None, int | None]:
+    """Start the setup's gateway (if any) and server; the server, the gateway and the metrics
+    port (if metrics are on)."""
+    if setup.kind == "bare":
+        return await start("bare", [sys.executable, str(SCRIPT), "_bare"], children), None, None
+    gateway = None
+    lines = []
+    if setup.has_gateway:
+        tls = ["--config", str(workdir.gateway_config)] if setup.kind == "https" else []
+        gateway = await start(
+            "gateway",
+            [*ADAPTER, "gateway", "--listen", "127.0.0.1:0", "--log-level", "warning", *tls],
+            children,
+        )
+        lines += [
+            "[upstream]",
+            f'url = "{setup.kind}://{gateway.address}"',
+            *([f"ca_file = {json.dumps(str(workdir.ca_file))}"] if setup.kind == "https" else []),
+        ]
+    metrics_port = free_port() if setup.metrics else None
+    if metrics_port is not None:
+        lines += ["[metrics]", f'listen = "127.0.0.1:{metrics_port}"']
+    config = workdir.path / f"{setup.name}.toml"
+    config.write_text("".join(f"{line}\n" for line in lines))
+    logging = (
+        ["--log-level", "info", "--log-format", "json"]
+        if setup.access
+        else ["--log-level", "warning"]  # no access line for a success
+    )
+    server = await start(
+        "adapter",
+        [
+            *ADAPTER,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            str(config),
+            *logging,
+        ],
+        children,
+    )
+    return server, gateway, metrics_port
+
+
+async def counted_by_metrics(port: int) -> float:
+    """The OK CreateSession calls the adapter's /metrics counted."""
+    import aiohttp  # noqa: PLC0415 (here, not at the top: the bare server never loads it)
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    match = re.search(
+        r'^grpc_server_handled_total\{grpc_code="OK",grpc_method="CreateSession",[^}]*\} (\S+)$',
+        text,
+        re.MULTILINE,
+    )
+    return float(match[1]) if match else 0.0
+
+
+async def run_setup(
+    setup: Setup, concurrency: int, args: argparse.Namespace, workdir: Workdir
+) -> Run:
+    """One fresh run of ``setup`` at ``concurrency`` in flight."""
+    children: list[Child] = []
+    try:
+        server, gateway, metrics_port = await start_setup(setup, workdir, children)
+        pids = [server.proc.pid] + ([gateway.proc.pid] if gateway else [])
+        report = await run_load(
+            [
+                "_load",
+                "--target",
+                server.address,
+                "--concurrency",
+                str(concurrency),
+                "--warmup",
+                str(args.warmup),
+                "--seconds",
+                str(args.seconds),
+                "--pids",
+                ",".join(map(str, pids)),
+            ],
+            args.warmup + args.seconds + CALL_TIMEOUT + CLIENT_SLACK,
+        )
+        rss = rss_bytes(server.proc.pid)
+        made, errors = int(report["made"]), dict(report["errors"])
+        if metrics_port is not None:  # the counters were kept: the scrape shows every call
+            counted = await counted_by_metrics(metrics_port)
+            if counted < made - sum(errors.values()):
+                raise RuntimeError(f"{setup.name}: /metrics counts {counted:.0f} of {made} calls")
+        exits = await stop_all(children)
+        access_lines = server.stderr_text().count('"event": "rpc"') if setup.access else 0
+    finally:
+        await kill_all(children)
+    if setup.access and access_lines != made:
+        raise RuntimeError(f"{setup.name}: {access_lines} access lines for {made} calls")
+    calls = max(1, int(report["calls"]))
+    cpu = [float(seconds) for seconds in report["cpu_seconds"]]
+    return Run(
+        calls=int(report["calls"]),
+        errors=errors,
+        calls_per_second=report["calls"] / report["seconds"],
+        p50_ms=float(report["p50_ms"]),
+        p99_ms=float(report["p99_ms"]),
+        cpu_us_per_call=cpu[0] / calls * 1e6,
+        gateway_us_per_call=cpu[1] / calls * 1e6 if len(cpu) > 1 else None,
+        rss_mib=rss / MIB,
+        exits=exits,
+    )
+
+
+# --- rounds and the report ---------------------------------------------------------------------
+
+
+def setups_for(args: argparse.Namespace) -> list[Setup]:
+    if not args.observability:
+        return [Setup(kind) for kind in args.servers]
+    return [
+        Setup(kind, metrics=metrics, access=access)
+        for kind in args.servers
+        for metrics, access in ((False, False), (True, False), (False, True), (True, True))
+    ]
+
+
+def baseline_of(setup: Setup, setups: Sequence[Setup], observability: bool) -> Setup | None:
+    """What ``setup`` is compared with: the same adapter with both off, or bare; None if absent."""
+    base = Setup(setup.kind) if observability else Setup("bare")
+    return base if base in setups else None
+
+
+def describe_run(run: Run) -> str:
+    text = f"{run.calls_per_second:6.0f}/s {run.cpu_us_per_call:5.0f} us"
+    if run.errors:
+        text += " ERRORS " + ",".join(f"{code}:{n}" for code, n in sorted(run.errors.items()))
+    if any(code != 0 for code in run.exits.values()):
+        text += " EXIT " + ",".join(f"{name}:{code}" for name, code in run.exits.items())
+    return text
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    return (
+        f"{len(os.sched_getaffinity(0))} cores ({model}), Python {platform.python_version()}, "
+        f"grpcio {grpc.__version__}"
+    )
+
+
+def load_average() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def ratio(value: float, base: float) -> float:
+    return value / base if base > 0 else float("nan")
+
+
+def print_table(
+    concurrency: int,
+    setups: Sequence[Setup],
+    runs: dict[tuple[str, int], list[Run]],
+    bases: dict[str, Setup | None],
+) -> None:
+    rounds = len(runs[(setups[0].name, concurrency)])
+    print(f"\n{concurrency} in flight, medians of {rounds} round{'s' * (rounds > 1)}:")
+    width = max(len(setup.name) for setup in setups) + 2
+    print(
+        f"{'server':{width}}{'calls/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU us/call':>13}"
+        f"{'gateway us/call':>17}{'RSS MiB':>9}{'CPU/call ratio':>16}{'calls/s ratio':>15}"
+    )
+    for setup in setups:
+        mine = runs[(setup.name, concurrency)]
+        gateway = [run.gateway_us_per_call for run in mine if run.gateway_us_per_call is not None]
+        base = bases[setup.name]
+        cpu_ratio = rate_ratio = "-"
+        if base is not None:
+            theirs = runs[(base.name, concurrency)]
+            cpu_ratio = f"{median_ratio(mine, theirs, lambda run: run.cpu_us_per_call):.2f}x"
+            rate_ratio = f"{median_ratio(mine, theirs, lambda run: run.calls_per_second):.2f}x"
+        print(
+            f"{setup.name:{width}}"
+            f"{statistics.median(run.calls_per_second for run in mine):8.0f}"
+            f"{statistics.median(run.p50_ms for run in mine):8.2f}"
+            f"{statistics.median(run.p99_ms for run in mine):8.2f}"
+            f"{statistics.median(run.cpu_us_per_call for run in mine):13.1f}"
+            + (f"{statistics.median(gateway):17.1f}" if gateway else f"{'-':>17}")
+            + f"{statistics.median(run.rss_mib for run in mine):9.1f}"
+            f"{cpu_ratio:>16}{rate_ratio:>15}"
+        )
+
+
+def median_ratio(
+    mine: Sequence[Run], theirs: Sequence[Run], value: Callable[[Run], float]
+) -> float:
+    """The median, across rounds, of the ratio within each round."""
+    return statistics.median(ratio(value(a), value(b)) for a, b in zip(mine, theirs, strict=True))
+
+
+async def bench(args: argparse.Namespace) -> int:
+    setups = setups_for(args)
+    bases = {setup.name: baseline_of(setup, setups, args.observability) for setup in setups}
+    runs: dict[tuple[str, int], list[Run]] = {
+        (setup.name, concurrency): [] for setup in setups for concurrency in args.concurrency
+    }
+    print(f"machine: {machine()}")
+    print(f"command: {shlex.join(['python', 'scripts/bench.py', *sys.argv[1:]])}")
+    print(
+        f"{args.seconds:g} s measured per run after {args.warmup:g} s of warm-up; "
+        f"{args.rounds} round{'s' * (args.rounds > 1)}, the order rotated every round; "
+        "each server a fresh process per run"
+    )
+    print(f"load average at start: {load_average()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="nvp-adapter-bench-") as tmp:
+        workdir = Workdir(Path(tmp))
+        for number in range(args.rounds):
+            shift = number % len(setups)
+            order = setups[shift:] + setups[:shift]
+            for concurrency in args.concurrency:
+                done = {
+                    setup.name: await run_setup(setup, concurrency, args, workdir)
+                    for setup in order
+                }
+                for name, run in done.items():
+                    runs[(name, concurrency)].append(run)
+                print(
+                    f"round {number + 1}, {concurrency} in flight: "
+                    + " | ".join(
+                        f"{setup.name} {describe_run(done[setup.name])}" for setup in setups
+                    ),
+                    flush=True,
+                )
+    for concurrency in args.concurrency:
+        print_table(concurrency, setups, runs, bases)
+    print(f"\nload average at end: {load_average()}")
+    compared = [setup for setup in setups if bases[setup.name] not in (None, setup)]
+    if compared:
+        print("ratios (median of each round's ratio):")
+    for concurrency in args.concurrency:
+        for setup in compared:
+            base = bases[setup.name]
+            assert base is not None  # noqa: S101 (compared holds only setups with a base)
+            mine, theirs = runs[(setup.name, concurrency)], runs[(base.name, concurrency)]
+            cpu = median_ratio(mine, theirs, lambda run: run.cpu_us_per_call)
+            print(f"{setup.name}/{base.name} CPU per call at {concurrency} in flight: {cpu:.2f}x")
+    for concurrency in args.concurrency:
+        for setup in compared:
+            base = bases[setup.name]
+            assert base is not None  # noqa: S101
+            mine, theirs = runs[(setup.name, concurrency)], runs[(base.name, concurrency)]
+            rate = median_ratio(mine, theirs, lambda run: run.calls_per_second)
+            print(f"{setup.name}/{base.name} calls/s at {concurrency} in flight: {rate:.2f}x")
+    failed = [
+        f"{name} at {concurrency}"
+        for (name, concurrency), mine in runs.items()
+        if any(run.failed for run in mine)
+    ]
+    print("result: " + (f"FAIL (failed calls or exits: {', '.join(failed)})" if failed else "ok"))
+    return 1 if failed else 0
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+async def memory(args: argparse.Namespace) -> int:
+    calls = args.memory
+    warmup, sample_every = calls // 10, max(1, calls // 100)
+    print(f"machine: {machine()}")
+    print(f"command: {shlex.join(['python', 'scripts/bench.py', *sys.argv[1:]])}")
+    print(
+        f"{calls} RetrieveSession calls of one session per server at {MEMORY_CONCURRENCY} in "
+        "flight (CreateSession would fill the embedded session store by design); RSS sampled "
+        f"every {sample_every} calls after a warm-up of {warmup}; growth from the lowest sample "
+        "of the first quarter to the lowest of the last"
+    )
+    print(f"load average at start: {load_average()}", flush=True)
+    failed = False
+    summary: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="nvp-adapter-bench-") as tmp:
+        workdir = Workdir(Path(tmp))
+        for kind in args.servers:
+            children: list[Child] = []
+            try:
+                server, _, _ = await start_setup(Setup(kind), workdir, children)
+                report = await run_load(
+                    [
+                        "_memory",
+                        "--target",
+                        server.address,
+                        "--calls",
+                        str(calls),
+                        "--warmup",
+                        str(warmup),
+                        "--sample-every",
+                        str(sample_every),
+                        "--rss-pid",
+                        str(server.proc.pid),
+                        "--time-limit",
+                        str(args.time_limit),
+                    ],
+                    args.time_limit + CALL_TIMEOUT + CLIENT_SLACK,
+                )
+                exits = await stop_all(children)
+            finally:
+                await kill_all(children)
+            samples: list[int] = report["rss_samples"]
+            errors: dict[str, int] = report["errors"]
+            done = int(report["calls"])
+            line = (
+                f"{kind}: {done} calls in {report['seconds']:.1f} s "
+                f"({done / report['seconds']:.0f}/s), errors {sum(errors.values())}"
+            )
+            bad = bool(errors) or any(code != 0 for code in exits.values()) or done < calls
+            if done < calls:
+                line += f", stopped by the time limit ({args.time_limit:g} s)"
+            if len(samples) < 4:
+                print(f"{line}; too few RSS samples ({len(samples)})")
+                failed = True
+                continue
+            quarter = max(1, len(samples) // 4)
+            first, last = min(samples[:quarter]), min(samples[-quarter:])
+            growth = (last - first) / first
+            over = growth > args.max_rss_growth
+            print(
+                f"{line}; RSS {first / MIB:.1f} MiB after warm-up, {last / MIB:.1f} MiB at end "
+                f"({len(samples)} samples): {growth:+.1%}, {(last - first) / MIB:+.1f} MiB "
+                f"(limit {args.max_rss_growth:+.0%})"
+                + (" EXCEEDED" if over else "")
+                + "; exits "
+                + ", ".join(f"{name} {code}" for name, code in exits.items())
+            )
+            summary.append(f"{kind} RSS growth over {done} calls: {growth:+.1%}")
+            failed = failed or bad or over
+    print(f"load average at end: {load_average()}")
+    print("\n".join(summary))
+    print(f"result: {'FAIL' if failed else 'ok'}")
+    return 1 if failed else 0
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def _bounded(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+def _concurrencies(text: str) -> list[int]:
+    parse = _bounded(int, 1, 1000)
+    values = [parse(part) for part in text.split(",")]
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text!r} names a concurrency twice")
+    return values
+
+
+def _servers(text: str) -> list[str]:
+    names = text.split(",")
+    unknown = [name for name in names if name not in SERVERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown server {unknown[0]!r}: choose among {', '.join(SERVERS)}"
+        )
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r} names a server twice")
+    return [name for name in SERVERS if name in names]  # bare first, whatever the order given
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench.py", description=" ".join((__doc__ or "").split("\n\n")[0].split())
+    )
+    parser.add_argument(
+        "--seconds", type=_bounded(float, 0.1, 600), default=5.0, help="measured per run"
+    )
+    parser.add_argument(
+        "--warmup", type=_bounded(float, 0, 60), default=1.0, help="seconds before measuring"
+    )
+    parser.add_argument(
+        "--rounds", type=_bounded(int, 1, 50), default=3, help="medians are taken across them"
+    )
+    parser.add_argument(
+        "--concurrency", type=_concurrencies, default=[1, 32], help="calls in flight, e.g. 1,32"
+    )
+    parser.add_argument(
+        "--servers", type=_servers, default=None, help=f"a subset of {','.join(SERVERS)}"
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--observability",
+        action="store_true",
+        help="each adapter with metrics, access lines, both, and neither",
+    )
+    mode.add_argument(
+        "--memory",
+        type=_bounded(int, 1000, 1_000_000),
+        metavar="CALLS",
+        help="RSS growth over CALLS calls at 32 in flight",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=_bounded(float, 10, 3600),
+        default=900.0,
+        help="--memory: no new call after this many seconds per server",
+    )
+    parser.add_argument(
+        "--max-rss-growth",
+        type=_bounded(float, 0, 10),
+        default=0.10,
+        help="--memory: the growth that fails the run, as a fraction (0.10 is 10%%)",
+    )
+    args = parser.parse_args(argv)
+    if args.servers is None:
+        args.servers = (
+            ["embedded"]
+            if args.observability
+            else ["embedded", "http"]
+            if args.memory
+            else list(SERVERS)
+        )
+    if (args.observability or args.memory) and "bare" in args.servers:
+        parser.error("--observability and --memory measure the adapter: embedded, http, https")
+    return args
+
+
+def parse_load_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The load modes' arguments; only this script writes them, so they are checked lightly."""
+    parser = argparse.ArgumentParser(prog="scripts/bench.py _load|_memory")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--concurrency", type=_bounded(int, 1, 1000), default=MEMORY_CONCURRENCY)
+    parser.add_argument("--warmup", type=float, default=0.0)
+    parser.add_argument("--seconds", type=_bounded(float, 0.1, 600), default=5.0)
+    parser.add_argument("--pids", type=lambda text: [int(pid) for pid in text.split(",")])
+    parser.add_argument("--calls", type=_bounded(int, 1, 1_000_000), default=1000)
+    parser.add_argument("--sample-every", type=_bounded(int, 1, 1_000_000), default=100)
+    parser.add_argument("--rss-pid", type=int, default=0)
+    parser.add_argument("--time-limit", type=_bounded(float, 1, 3600), default=900.0)
+    return parser.parse_args(argv)
+
+
+async def _cancel_on_sigterm(work: Coroutine[Any, Any, int]) -> int:
+    """Run ``work``; SIGTERM cancels it, so that the finally clauses stop every process."""
+    task = asyncio.ensure_future(work)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await task
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if argv[:1] == ["_bare"]:
+        asyncio.run(serve_bare())
+        return
+    if argv[:1] in (["_load"], ["_memory"]):
+        load = parse_load_args(argv[1:])
+        if argv[0] == "_load":
+            report = asyncio.run(
+                timed_load(load.target, load.concurrency, load.warmup, load.seconds, load.pids)
+            )
+        else:
+            report = asyncio.run(
+                counted_load(
+                    load.target,
+                    calls=load.calls,
+                    warmup=int(load.warmup),
+                    sample_every=load.sample_every,
+                    rss_pid=load.rss_pid,
+                    time_limit=load.time_limit,
+                )
+            )
+        print(json.dumps(report))
+        return
+    args = parse_args(argv)
+    try:
+        status = asyncio.run(_cancel_on_sigterm(memory(args) if args.memory else bench(args)))
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        status = 1
+    except asyncio.CancelledError:
+        print("bench: stopped", file=sys.stderr)
+        status = 1
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

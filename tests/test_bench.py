@@ -1,0 +1,181 @@
+"""``scripts/bench.py`` works: tiny runs of each mode exit 0 and print their report's lines.
+
+Nothing here asserts a figure: the numbers depend on the machine and its load of the moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+TIMEOUT = 120.0  # far above the seconds each run takes; only there so that a hang fails the test
+_RATIO = r"[0-9]+\.[0-9]{2}x"
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """What one run of the script left: its exit code, its report and its stderr."""
+
+    returncode: int
+    report: str
+    stderr: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.report.splitlines()
+
+
+def _run(*args: str) -> BenchRun:
+    proc = subprocess.Popen(  # noqa: S603 (the project's own script, with this interpreter)
+        [sys.executable, str(BENCH), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: a hung run is killed with its children
+    )
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return BenchRun(proc.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture(scope="module")
+def side_by_side() -> BenchRun:
+    """One round, one call in flight, bare and embedded only, half a second each."""
+    return _run(
+        *("--seconds", "0.5", "--warmup", "0.2", "--rounds", "1"),
+        *("--concurrency", "1", "--servers", "bare,embedded"),
+    )
+
+
+def test_side_by_side_exits_zero(side_by_side: BenchRun) -> None:
+    """Every call succeeded and every server exited 0 on SIGTERM: the script says ok, exits 0."""
+    assert side_by_side.returncode == 0, side_by_side.report + side_by_side.stderr
+    assert side_by_side.lines[-1] == "result: ok", side_by_side.report
+
+
+def test_side_by_side_prints_the_table(side_by_side: BenchRun) -> None:
+    """The table has its header and a row of numbers for each server, bare's ratios 1.00x."""
+    lines = side_by_side.lines
+    header = lines.index("1 in flight, medians of 1 round:")
+    assert lines[header + 1].split()[:4] == ["server", "calls/s", "p50", "ms"], lines[header + 1]
+    assert re.fullmatch(r"bare( +[0-9.]+){4} +- +[0-9.]+ +1\.00x +1\.00x", lines[header + 2]), (
+        side_by_side.report
+    )
+    assert re.fullmatch(
+        rf"embedded( +[0-9.]+){{4}} +- +[0-9.]+ +{_RATIO} +{_RATIO}", lines[header + 3]
+    ), side_by_side.report
+
+
+def test_side_by_side_prints_quotable_ratios(side_by_side: BenchRun) -> None:
+    """The summary says embedded/bare CPU per call and calls per second, each on its own line."""
+    assert re.search(
+        rf"^embedded/bare CPU per call at 1 in flight: {_RATIO}$", side_by_side.report, re.M
+    ), side_by_side.report
+    assert re.search(
+        rf"^embedded/bare calls/s at 1 in flight: {_RATIO}$", side_by_side.report, re.M
+    ), side_by_side.report
+
+
+def test_side_by_side_names_the_machine(side_by_side: BenchRun) -> None:
+    """The report starts with the machine it ran on and the command that made it."""
+    assert side_by_side.lines[0].startswith("machine: "), side_by_side.report
+    assert side_by_side.lines[1].startswith("command: python scripts/bench.py "), (
+        side_by_side.report
+    )
+
+
+def test_side_by_side_writes_no_traceback(side_by_side: BenchRun) -> None:
+    """Neither the script nor a process it started prints a traceback."""
+    assert "Traceback" not in side_by_side.stderr + side_by_side.report, side_by_side.stderr
+
+
+def test_observability_mode_runs_every_variant() -> None:
+    """``--observability`` runs the adapter with metrics, access lines, both and neither; the
+    script checks the scrape and the access lines itself, and says ok."""
+    run = _run(
+        *("--observability", "--seconds", "0.2", "--warmup", "0.1", "--rounds", "1"),
+        *("--concurrency", "1", "--servers", "embedded"),
+    )
+    assert run.returncode == 0, run.report + run.stderr
+    for variant in ("metrics", "access", "both"):
+        assert re.search(
+            rf"^embedded\+{variant}/embedded CPU per call at 1 in flight: {_RATIO}$",
+            run.report,
+            re.M,
+        ), run.report
+
+
+def test_memory_mode_reports_growth() -> None:
+    """``--memory`` makes the calls, samples RSS, and prints the growth of each adapter."""
+    run = _run("--memory", "1000", "--servers", "embedded")
+    assert run.returncode == 0, run.report + run.stderr
+    assert re.search(
+        r"^embedded RSS growth over 1000 calls: [+-][0-9]+\.[0-9]%$", run.report, re.M
+    ), run.report
+    assert run.lines[-1] == "result: ok", run.report
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[ModuleType]:
+    """The script as a module, for its command line."""
+    spec = importlib.util.spec_from_file_location("bench_script", BENCH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--seconds", "0"],
+        ["--seconds", "601"],
+        ["--seconds", "nan"],
+        ["--warmup", "-1"],
+        ["--rounds", "0"],
+        ["--rounds", "51"],
+        ["--concurrency", "0"],
+        ["--concurrency", "1,1001"],
+        ["--concurrency", "1,1"],
+        ["--servers", "nginx"],
+        ["--servers", "bare,bare"],
+        ["--memory", "999"],
+        ["--memory", "1000001"],
+        ["--memory", "1000", "--time-limit", "5"],
+        ["--observability", "--servers", "bare,embedded"],
+        ["--observability", "--memory", "1000"],
+    ],
+)
+def test_out_of_bounds_arguments_are_usage_errors(bench: ModuleType, argv: list[str]) -> None:
+    """A number out of its bounds, an unknown or repeated name, or modes that do not go together
+    stop the command line with usage status 2."""
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(argv)
+    assert exc.value.code == 2
+
+
+def test_each_mode_has_its_default_servers(bench: ModuleType) -> None:
+    """Without ``--servers``: all four side by side, the embedded adapter for observability,
+    embedded and http for memory."""
+    assert bench.parse_args([]).servers == ["bare", "embedded", "http", "https"]
+    assert bench.parse_args(["--observability"]).servers == ["embedded"]
+    assert bench.parse_args(["--memory", "1000"]).servers == ["embedded", "http"]
