@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import ssl
 import typing
 from typing import Any
@@ -293,7 +294,7 @@ class ConnectionPool:
                 f"connect timeout: no connection to {where} in {self._connect_timeout:g}s"
             ) from exc
         except OSError as exc:  # refused, unreachable, DNS, TLS handshake (ssl.SSLError)
-            raise UpstreamUnavailable(f"cannot connect to {where}: {exc}") from exc
+            raise UpstreamUnavailable(f"cannot connect to {where}: {_why(exc)}") from exc
         return connection
 
     def _release(self, connection: _Connection) -> None:
@@ -363,3 +364,11 @@ async def _either(first: asyncio.Future[Any], waiter: asyncio.Future[Reply]) -> 
         return first.result()
     waiter.result()  # raises _TimedOut
     raise AssertionError("unreachable")
+
+
+def _why(exc: OSError) -> str:
+    """An OSError in the same words on every event loop: the system's text for its errno
+    (asyncio says "Connect call failed (...)", uvloop "[Errno 111] Connection refused")."""
+    if exc.errno is not None and not isinstance(exc, ssl.SSLError):
+        return os.strerror(exc.errno).lower()
+    return str(exc)

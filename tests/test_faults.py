@@ -756,7 +756,7 @@ NEVER_SENT = {
     "connection refused": NeverSent(
         lambda server, _: server.refuse(),
         lambda server, _: server.listen_again(),
-        message="connect call failed",
+        message="connection refused",
     ),
     "connect hangs": NeverSent(
         lambda server, _: server.stall_connects(),
