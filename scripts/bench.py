@@ -5,6 +5,7 @@ Usage: .venv/bin/python scripts/bench.py [--seconds 5] [--warmup 1] [--rounds 3]
            [--concurrency 1,32] [--servers bare,embedded,http,https]
        .venv/bin/python scripts/bench.py --observability [--servers embedded,http] ...
        .venv/bin/python scripts/bench.py --memory 100000 [--servers embedded,http]
+       .venv/bin/python scripts/bench.py --workers 1,2 [--concurrency 32] ...
 
 The servers, each started on loopback port 0 for one run and stopped with SIGTERM after it:
 
@@ -28,6 +29,14 @@ of the ratios within each round (neighbouring runs share the machine's load of t
 with ``[metrics] listen`` (scraped at the end, so the counters were kept), with
 ``--log-level info --log-format json`` (an access line per call, to a file), and with both; the
 ratios are to the same adapter with both off.
+
+``--workers 1,2`` runs ``nvp-adapter serve --workers N`` on the embedded gateway for each N (1 to
+8), in rounds rotated as above, with the load spread over WORKER_CHANNELS channels of their own
+connection each (``grpc.use_local_subchannel_pool``), the calls in flight spread over them: the
+kernel spreads connections, not calls, over SO_REUSEPORT workers, so one channel would reach one
+worker. Every N gets the same load, 1 included. CPU per call and RSS are summed over the
+supervisor and its workers (its children, from /proc); each round's line gives the workers' shares
+of that CPU, which show how the kernel spread the connections. The ratios are to the smallest N.
 
 ``--memory CALLS`` runs each of ``--servers`` (default embedded and http) for CALLS calls at 32 in
 flight, RetrieveSession of one session (CreateSession would fill the embedded gateway's session
@@ -73,6 +82,8 @@ ADAPTER = [str(_ADAPTER)] if _ADAPTER.exists() else [sys.executable, "-m", "adap
 MERCHANT = "TESTMERCHANT"
 SERVERS = ("bare", "embedded", "http", "https")
 MEMORY_CONCURRENCY = 32
+WORKER_CHANNELS = 8  # --workers: connections the calls in flight are spread over
+MAX_BENCH_WORKERS = 8
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 CALL_TIMEOUT = 10.0
@@ -92,6 +103,24 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of every thread of a process, from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def children_of(pid: int) -> list[int]:
+    """The live children of a process: from /proc/PID/task/*/children where the kernel has it,
+    else by the parent pid of every process in /proc."""
+    tasks = list(Path(f"/proc/{pid}/task").glob("*/children"))
+    if tasks:
+        found: set[int] = set()
+        for path in tasks:
+            with contextlib.suppress(OSError):
+                found.update(int(child) for child in path.read_text().split())
+        return sorted(found)
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return sorted(children)
 
 
 def rss_bytes(pid: int) -> int:
@@ -179,21 +208,36 @@ async def _call(
 
 
 async def timed_load(
-    target: str, concurrency: int, warmup: float, seconds: float, pids: Sequence[int]
+    target: str,
+    concurrency: int,
+    warmup: float,
+    seconds: float,
+    pids: Sequence[int],
+    *,
+    channels: int = 1,
 ) -> dict[str, Any]:
-    """``concurrency`` calls in flight for ``warmup`` then ``seconds`` seconds; the report: the
+    """``concurrency`` calls in flight for ``warmup`` then ``seconds`` seconds, spread over
+    ``channels`` channels (more than one: each with a connection of its own); the report: the
     calls that ended in the measured window, their latencies, the CPU seconds ``pids`` spent in
     it, and every call made and failed, warm-up included."""
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     made = 0
     request = pb.CreateSessionRequest(merchant=MERCHANT)
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = await _ready_stub(channel)
+    # A channel shares its connection with every channel of the same target and arguments unless
+    # it has a subchannel pool of its own.
+    options = [("grpc.use_local_subchannel_pool", 1)] if channels > 1 else None
+    async with contextlib.AsyncExitStack() as stack:
+        stubs = [
+            await _ready_stub(
+                await stack.enter_async_context(grpc.aio.insecure_channel(target, options))
+            )
+            for _ in range(channels)
+        ]
         measure_from = time.perf_counter() + warmup
         stop_at = measure_from + seconds
 
-        async def worker() -> None:
+        async def worker(stub: session_service_pb2_grpc.SessionServiceAsyncStub) -> None:
             nonlocal made
             while (began := time.perf_counter()) < stop_at:
                 failure = await _call(stub, request)
@@ -209,7 +253,7 @@ async def timed_load(
             return time.perf_counter(), [cpu_seconds(pid) for pid in pids]
 
         opening = asyncio.create_task(window_opens())
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(stubs[n % channels]) for n in range(concurrency)))
         opened, cpu_before = await opening
         elapsed = time.perf_counter() - opened
         cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
@@ -363,6 +407,11 @@ async def kill_all(children: Sequence[Child]) -> None:
     """What is left after a failure: killed, waited for, its files closed."""
     for child in children:
         if child.proc.returncode is None:
+            # Its own children first (serve --workers: the workers), while their parent is
+            # alive, so that each pid is still the one it named.
+            for pid in children_of(child.proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 child.proc.kill()
             await child.proc.wait()
@@ -404,9 +453,12 @@ class Setup:
     kind: str
     metrics: bool = False
     access: bool = False
+    workers: int = 0  # serve --workers N; 0: the flag left out
 
     @property
     def name(self) -> str:
+        if self.workers:
+            return f"workers-{self.workers}"
         extra = {(True, False): "+metrics", (False, True): "+access", (True, True): "+both"}
         return self.kind + extra.get((self.metrics, self.access), "")
 
@@ -428,6 +480,7 @@ class Run:
     gateway_us_per_call: float | None
     rss_mib: float
     exits: dict[str, int]
+    worker_shares: list[float] = field(default_factory=list)  # of the CPU, with --workers N > 1
 
     @property
     def failed(self) -> bool:
@@ -501,6 +554,7 @@ async def start_setup(
         [
             *ADAPTER,
             "serve",
+            *(["--workers", str(setup.workers)] if setup.workers else []),
             "--listen",
             "127.0.0.1:0",
             "--config",
@@ -536,7 +590,13 @@ async def run_setup(
     children: list[Child] = []
     try:
         server, gateway, metrics_port = await start_setup(setup, workdir, children)
-        pids = [server.proc.pid] + ([gateway.proc.pid] if gateway else [])
+        # serve --workers N > 1: the supervisor and its workers, all serving when it printed
+        # its line; their CPU and RSS are the server's.
+        workers = children_of(server.proc.pid) if setup.workers > 1 else []
+        if len(workers) != (setup.workers if setup.workers > 1 else 0):
+            raise RuntimeError(f"{setup.name}: {len(workers)} worker processes found")
+        served = [server.proc.pid, *workers]
+        pids = served + ([gateway.proc.pid] if gateway else [])
         report = await run_load(
             [
                 "_load",
@@ -550,10 +610,12 @@ async def run_setup(
                 str(args.seconds),
                 "--pids",
                 ",".join(map(str, pids)),
+                "--channels",
+                str(WORKER_CHANNELS if setup.workers else 1),
             ],
             args.warmup + args.seconds + CALL_TIMEOUT + CLIENT_SLACK,
         )
-        rss = rss_bytes(server.proc.pid)
+        rss = sum(rss_bytes(pid) for pid in served)
         made, errors = int(report["made"]), dict(report["errors"])
         if metrics_port is not None:  # the counters were kept: the scrape shows every call
             counted = await counted_by_metrics(metrics_port)
@@ -567,16 +629,19 @@ async def run_setup(
         raise RuntimeError(f"{setup.name}: {access_lines} access lines for {made} calls")
     calls = max(1, int(report["calls"]))
     cpu = [float(seconds) for seconds in report["cpu_seconds"]]
+    server_cpu = sum(cpu[: len(served)])
+    worker_cpu = cpu[1 : len(served)]
     return Run(
         calls=int(report["calls"]),
         errors=errors,
         calls_per_second=report["calls"] / report["seconds"],
         p50_ms=float(report["p50_ms"]),
         p99_ms=float(report["p99_ms"]),
-        cpu_us_per_call=cpu[0] / calls * 1e6,
-        gateway_us_per_call=cpu[1] / calls * 1e6 if len(cpu) > 1 else None,
+        cpu_us_per_call=server_cpu / calls * 1e6,
+        gateway_us_per_call=cpu[len(served)] / calls * 1e6 if len(cpu) > len(served) else None,
         rss_mib=rss / MIB,
         exits=exits,
+        worker_shares=[seconds / max(sum(worker_cpu), 1e-9) for seconds in worker_cpu],
     )
 
 
@@ -584,6 +649,8 @@ async def run_setup(
 
 
 def setups_for(args: argparse.Namespace) -> list[Setup]:
+    if args.workers:
+        return [Setup("embedded", workers=count) for count in args.workers]
     if not args.observability:
         return [Setup(kind) for kind in args.servers]
     return [
@@ -593,14 +660,19 @@ def setups_for(args: argparse.Namespace) -> list[Setup]:
     ]
 
 
-def baseline_of(setup: Setup, setups: Sequence[Setup], observability: bool) -> Setup | None:
-    """What ``setup`` is compared with: the same adapter with both off, or bare; None if absent."""
-    base = Setup(setup.kind) if observability else Setup("bare")
+def baseline_of(setup: Setup, setups: Sequence[Setup], args: argparse.Namespace) -> Setup | None:
+    """What ``setup`` is compared with: the fewest workers, the same adapter with both off, or
+    bare; None if absent."""
+    if args.workers:
+        return setups[0]
+    base = Setup(setup.kind) if args.observability else Setup("bare")
     return base if base in setups else None
 
 
 def describe_run(run: Run) -> str:
     text = f"{run.calls_per_second:6.0f}/s {run.cpu_us_per_call:5.0f} us"
+    if run.worker_shares:
+        text += " (CPU " + "/".join(f"{share:.0%}" for share in run.worker_shares) + ")"
     if run.errors:
         text += " ERRORS " + ",".join(f"{code}:{n}" for code, n in sorted(run.errors.items()))
     if any(code != 0 for code in run.exits.values()):
@@ -672,7 +744,7 @@ def median_ratio(
 
 async def bench(args: argparse.Namespace) -> int:
     setups = setups_for(args)
-    bases = {setup.name: baseline_of(setup, setups, args.observability) for setup in setups}
+    bases = {setup.name: baseline_of(setup, setups, args) for setup in setups}
     runs: dict[tuple[str, int], list[Run]] = {
         (setup.name, concurrency): [] for setup in setups for concurrency in args.concurrency
     }
@@ -683,6 +755,12 @@ async def bench(args: argparse.Namespace) -> int:
         f"{args.rounds} round{'s' * (args.rounds > 1)}, the order rotated every round; "
         "each server a fresh process per run"
     )
+    if args.workers:
+        print(
+            f"serve --workers N on the embedded gateway; the calls in flight spread over "
+            f"{WORKER_CHANNELS} connections for every N; CPU and RSS summed over the supervisor "
+            "and its workers, (CPU a/b) the workers' shares"
+        )
     print(f"load average at start: {load_average()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="nvp-adapter-bench-") as tmp:
         workdir = Workdir(Path(tmp))
@@ -834,6 +912,14 @@ def _concurrencies(text: str) -> list[int]:
     return values
 
 
+def _workers(text: str) -> list[int]:
+    parse = _bounded(int, 1, MAX_BENCH_WORKERS)
+    values = [parse(part) for part in text.split(",")]
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text!r} names a number of workers twice")
+    return sorted(values)  # the fewest first: the base of the ratios
+
+
 def _servers(text: str) -> list[str]:
     names = text.split(",")
     unknown = [name for name in names if name not in SERVERS]
@@ -860,7 +946,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--rounds", type=_bounded(int, 1, 50), default=3, help="medians are taken across them"
     )
     parser.add_argument(
-        "--concurrency", type=_concurrencies, default=[1, 32], help="calls in flight, e.g. 1,32"
+        "--concurrency",
+        type=_concurrencies,
+        default=None,
+        help="calls in flight, e.g. 1,32 (the default; 32 with --workers)",
     )
     parser.add_argument(
         "--servers", type=_servers, default=None, help=f"a subset of {','.join(SERVERS)}"
@@ -877,6 +966,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="CALLS",
         help="RSS growth over CALLS calls at 32 in flight",
     )
+    mode.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N,N",
+        help=f"serve --workers N on the embedded gateway, e.g. 1,2 (1 to {MAX_BENCH_WORKERS})",
+    )
     parser.add_argument(
         "--time-limit",
         type=_bounded(float, 10, 3600),
@@ -890,10 +985,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="--memory: the growth that fails the run, as a fraction (0.10 is 10%%)",
     )
     args = parser.parse_args(argv)
+    if args.concurrency is None:
+        args.concurrency = [32] if args.workers else [1, 32]
+    if args.workers and args.servers not in (None, ["embedded"]):
+        parser.error("--workers runs the adapter on the embedded gateway: --servers embedded")
     if args.servers is None:
         args.servers = (
             ["embedded"]
-            if args.observability
+            if args.observability or args.workers
             else ["embedded", "http"]
             if args.memory
             else list(SERVERS)
@@ -911,6 +1010,7 @@ def parse_load_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=0.0)
     parser.add_argument("--seconds", type=_bounded(float, 0.1, 600), default=5.0)
     parser.add_argument("--pids", type=lambda text: [int(pid) for pid in text.split(",")])
+    parser.add_argument("--channels", type=_bounded(int, 1, 64), default=1)
     parser.add_argument("--calls", type=_bounded(int, 1, 1_000_000), default=1000)
     parser.add_argument("--sample-every", type=_bounded(int, 1, 1_000_000), default=100)
     parser.add_argument("--rss-pid", type=int, default=0)
@@ -934,7 +1034,14 @@ def main() -> None:
         load = parse_load_args(argv[1:])
         if argv[0] == "_load":
             report = asyncio.run(
-                timed_load(load.target, load.concurrency, load.warmup, load.seconds, load.pids)
+                timed_load(
+                    load.target,
+                    load.concurrency,
+                    load.warmup,
+                    load.seconds,
+                    load.pids,
+                    channels=load.channels,
+                )
             )
         else:
             report = asyncio.run(

@@ -131,6 +131,34 @@ def test_memory_mode_reports_growth() -> None:
     assert run.lines[-1] == "result: ok", run.report
 
 
+def test_workers_mode_compares_the_numbers_of_workers() -> None:
+    """``--workers 1,2`` runs ``serve --workers N`` for each N, over several connections: a row
+    for each, the workers' CPU shares in the round's line, and the ratio 2 to 1; ok, exit 0."""
+    run = _run(
+        *("--workers", "1,2", "--seconds", "0.5", "--warmup", "0.2", "--rounds", "1"),
+        *("--concurrency", "8"),
+    )
+    assert run.returncode == 0, run.report + run.stderr
+    assert re.search(
+        r"^round 1, 8 in flight: workers-1 .* \| workers-2 .*\(CPU [0-9]+%/[0-9]+%\)$",
+        run.report,
+        re.M,
+    ), run.report
+    lines = run.lines
+    header = lines.index("8 in flight, medians of 1 round:")
+    assert re.fullmatch(
+        r"workers-1( +[0-9.]+){4} +- +[0-9.]+ +1\.00x +1\.00x", lines[header + 2]
+    ), run.report
+    assert re.fullmatch(
+        rf"workers-2( +[0-9.]+){{4}} +- +[0-9.]+ +{_RATIO} +{_RATIO}", lines[header + 3]
+    ), run.report
+    assert re.search(
+        rf"^workers-2/workers-1 calls/s at 8 in flight: {_RATIO}$", run.report, re.M
+    ), run.report
+    assert "Traceback" not in run.stderr + run.report, run.stderr
+    assert lines[-1] == "result: ok", run.report
+
+
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
     """The script as a module, for its command line."""
@@ -163,6 +191,12 @@ def bench() -> Iterator[ModuleType]:
         ["--memory", "1000", "--time-limit", "5"],
         ["--observability", "--servers", "bare,embedded"],
         ["--observability", "--memory", "1000"],
+        ["--workers", "0"],
+        ["--workers", "1,9"],
+        ["--workers", "2,2"],
+        ["--workers", "1,2", "--servers", "bare,embedded"],
+        ["--workers", "1,2", "--memory", "1000"],
+        ["--workers", "1,2", "--observability"],
     ],
 )
 def test_out_of_bounds_arguments_are_usage_errors(bench: ModuleType, argv: list[str]) -> None:
@@ -175,7 +209,16 @@ def test_out_of_bounds_arguments_are_usage_errors(bench: ModuleType, argv: list[
 
 def test_each_mode_has_its_default_servers(bench: ModuleType) -> None:
     """Without ``--servers``: all four side by side, the embedded adapter for observability,
-    embedded and http for memory."""
+    embedded and http for memory, the embedded adapter for workers."""
     assert bench.parse_args([]).servers == ["bare", "embedded", "http", "https"]
     assert bench.parse_args(["--observability"]).servers == ["embedded"]
     assert bench.parse_args(["--memory", "1000"]).servers == ["embedded", "http"]
+    assert bench.parse_args(["--workers", "2,1"]).servers == ["embedded"]
+
+
+def test_workers_mode_defaults(bench: ModuleType) -> None:
+    """``--workers``: the fewest workers first (the base of the ratios), 32 in flight by default;
+    the other modes keep 1 and 32."""
+    args = bench.parse_args(["--workers", "2,1"])
+    assert (args.workers, args.concurrency) == ([1, 2], [32])
+    assert bench.parse_args([]).concurrency == [1, 32]
