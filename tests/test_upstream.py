@@ -15,6 +15,7 @@ from google.rpc import error_details_pb2
 
 from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
+from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from adapter.errors import AdapterOverloaded
 from adapter.redaction import Secret
@@ -28,8 +29,11 @@ from tests.conftest import (
     fail,
     make_settings,
 )
+from tests.test_cli import Start, nvp_adapter
 
 SESSION_ID = re.compile(r"SESSION0002[0-9A-Z]{20}")
+
+__all__ = ["nvp_adapter"]  # the fixture, shared with test_cli
 
 
 @pytest.fixture(scope="module")
@@ -291,3 +295,34 @@ async def test_a_free_slot_is_taken_without_a_loop_turn() -> None:
             taking.send(None)
     with pytest.raises(AdapterOverloaded):
         await client._take_slot(None)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_serve_reaches_an_https_gateway_on_either_event_loop(
+    loop: str,
+    http_gateway: StartGateway,
+    ca: trustme.CA,
+    tmp_path: Path,
+    nvp_adapter: Start,
+) -> None:
+    """The real ``serve`` process (uvloop by default) calls a gateway over HTTPS, its
+    certificate verified against ``ca_file``, with the adapter's own HTTP/1.1 client."""
+    url = await http_gateway(server_context(ca, "localhost"), "localhost")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    config = tmp_path / "adapter.toml"
+    config.write_text(
+        f'[upstream]\nurl = "{url}"\nca_file = "{ca_file}"\n'
+        f'[merchants.{MERCHANT}]\npassword = "{PASSWORD}"\n'
+    )
+    server = await nvp_adapter(
+        "serve", "--config", str(config), "--listen", "127.0.0.1:0", "--loop", loop
+    )
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        response = await session_service_pb2_grpc.SessionServiceStub(channel).CreateSession(
+            pb.CreateSessionRequest(merchant=MERCHANT), timeout=10
+        )
+    assert response.result == pb.RESULT_SUCCESS
+    code, _, err = await server.stop()
+    assert code == 0
+    assert "Traceback" not in err
