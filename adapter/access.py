@@ -50,6 +50,7 @@ _CALLERS_MISTAKES = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.OUT_OF_RANGE,
         grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNIMPLEMENTED,  # a method the server does not have
     }
 )
 # The adapter's own faults: an unexpected error (reason INTERNAL), a request the adapter built
@@ -82,7 +83,7 @@ class CallRecord:
     def fields(self, code: grpc.StatusCode, duration_ms: float) -> dict[str, Any]:
         """The access line's fields, those with no value left out."""
         values: dict[str, Any] = {
-            "rpc": self.rpc,
+            "rpc": _clipped(self.rpc),
             "merchant": _clipped(self.merchant),
             "caller": self.caller,
             "code": code.name,
@@ -134,9 +135,26 @@ class CallObserver(grpc.aio.ServerInterceptor):
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
-        if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED itself
-            return handler
+        if handler is None:
+            return self._unknown(details.method)
         return self._handlers.get(handler, details.method)
+
+    def _unknown(self, method: str) -> grpc.RpcMethodHandler[Any, Any]:
+        """UNIMPLEMENTED, as grpc answers a method the server does not have, with its access line.
+
+        The line names the whole path the caller asked for; the call is not counted, as the name
+        is the caller's text and no caller may add a series. A streaming handler reads nothing,
+        so it answers a call of any kind at once.
+        """
+
+        async def unimplemented(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            record = CallRecord(rpc=method)
+            try:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            finally:
+                self._close(record, None, grpc.StatusCode.UNIMPLEMENTED)
+
+        return grpc.stream_stream_rpc_method_handler(unimplemented)
 
     def _observed(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str
@@ -182,10 +200,10 @@ class CallObserver(grpc.aio.ServerInterceptor):
             self._metrics.rpc_started(method)
         return record
 
-    def _close(self, record: CallRecord, method: str, code: grpc.StatusCode) -> None:
+    def _close(self, record: CallRecord, method: str | None, code: grpc.StatusCode) -> None:
         seconds = time.perf_counter() - record.started
         try:
-            if self._metrics is not None:
+            if self._metrics is not None and method is not None:
                 self._metrics.rpc_handled(method, code, seconds)
             level = level_of(code, record.reason)
             if log.isEnabledFor(level):

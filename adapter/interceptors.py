@@ -57,9 +57,9 @@ class WrappedHandlers:
     same handler for that method (it does, call after call): no new closure and no new handler
     tuple per call.
 
-    Held per method that has a handler (grpc answers an unknown method itself, before any of
-    this), so there are as many entries as the server has methods; a method whose handler
-    changes gets a new wrapping in place of the old.
+    Held per method that has a handler (an unknown method has none to wrap), so there are as
+    many entries as the server has methods; a method whose handler changes gets a new wrapping
+    in place of the old.
 
     >>> handlers = WrappedHandlers(lambda handler, method: wrap(handler))  # doctest: +SKIP
     >>> handlers.get(handler, "/pkg.Service/Method")  # doctest: +SKIP

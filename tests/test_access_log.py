@@ -80,6 +80,8 @@ def without_timing(line: dict[str, Any]) -> dict[str, Any]:
 async def test_a_success_is_one_info_line_with_every_field(
     scripted_upstream: ScriptedUpstream, start_adapter: StartAdapter, access_lines: io.StringIO
 ) -> None:
+    """A success is one INFO line with the rpc, merchant, code, attempts, HTTP status and
+    correlation id, and nothing else but its time stamp and duration."""
     scripted_upstream.reply(nvp.encode({**SUCCESS, "correlationId": "order-1"}), 201)
     stub = await start_adapter(make_settings(scripted_upstream.url))
     await stub.CreateSession(
@@ -102,6 +104,7 @@ async def test_a_success_is_one_info_line_with_every_field(
 async def test_a_callers_mistake_is_info_with_its_reason(
     start_adapter: StartAdapter, access_lines: io.StringIO
 ) -> None:
+    """A request the adapter refuses is one INFO line with its reason and no attempts."""
     stub = await start_adapter(make_settings())
     await fail(stub, pb.CreateSessionRequest(merchant="no such merchant!"))
     [line] = parsed(access_lines)
@@ -116,6 +119,8 @@ async def test_a_callers_mistake_is_info_with_its_reason(
 async def test_an_upstream_failure_is_warning_with_attempts_and_status(
     scripted_upstream: ScriptedUpstream, start_adapter: StartAdapter, access_lines: io.StringIO
 ) -> None:
+    """A gateway that stays busy is one WARNING line with the reason, every attempt and the last
+    HTTP status."""
     scripted_upstream.reply(BUSY)
     stub = await start_adapter(
         make_settings(scripted_upstream.url, retry_initial_backoff_seconds=0.01)
@@ -160,6 +165,7 @@ async def with_callers() -> AsyncIterator[Stub]:
 async def test_the_authenticated_caller_is_named(
     with_callers: Stub, access_lines: io.StringIO
 ) -> None:
+    """A call whose bearer token proved a caller names that caller on its line."""
     await with_callers.CreateSession(
         pb.CreateSessionRequest(merchant=MERCHANT),
         metadata=(("authorization", f"Bearer {TOKEN}"),),
@@ -207,6 +213,33 @@ async def test_every_rpc_writes_exactly_one_line(
             await fail(stub, pb.CreateSessionRequest(merchant="OTHER"))
             expected.append("PERMISSION_DENIED")
     assert [line["code"] for line in parsed(access_lines)] == expected
+
+
+async def test_an_unknown_method_has_its_one_line(access_lines: io.StringIO) -> None:
+    """A call of a method the server does not have is UNIMPLEMENTED, as grpc answers it, and
+    writes one INFO line naming the path the caller asked for."""
+    async with (
+        build_server(make_settings()) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        unknown: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/probe.v1.Scanner/Look"
+        )
+        call = unknown(b"", timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+        assert (await call.code(), await call.details()) == (
+            grpc.StatusCode.UNIMPLEMENTED,
+            "Method not found!",
+        )
+    [line] = parsed(access_lines)
+    assert without_timing(line) == {
+        "level": "INFO",
+        "logger": "adapter.access",
+        "event": "rpc",
+        "rpc": "/probe.v1.Scanner/Look",
+        "code": "UNIMPLEMENTED",
+    }
 
 
 async def test_a_callers_text_cannot_forge_a_text_line(
@@ -271,6 +304,7 @@ async def test_serve_writes_json_lines_end_to_end(nvp_adapter: Start, tmp_path: 
         (grpc.StatusCode.PERMISSION_DENIED, "MERCHANT_NOT_ALLOWED", logging.INFO),
         (grpc.StatusCode.UNAUTHENTICATED, "CALLER_UNAUTHENTICATED", logging.INFO),
         (grpc.StatusCode.CANCELLED, None, logging.INFO),
+        (grpc.StatusCode.UNIMPLEMENTED, None, logging.INFO),
         (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", logging.WARNING),
         (grpc.StatusCode.UNAVAILABLE, "ADAPTER_OVERLOADED", logging.WARNING),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", logging.WARNING),

@@ -201,6 +201,7 @@ async def test_build_info_names_the_version_and_the_gateway_host(
 async def test_embedded_upstream_is_labelled_embedded(
     start: Callable[[Settings], Awaitable[Running]],
 ) -> None:
+    """On the embedded gateway ``nvp_adapter_build_info`` has ``upstream="embedded"``."""
     server, _ = await start(with_metrics(make_settings()))
     _, samples = await scrape(server)
     labels = frozenset({"version": version(), "upstream": "embedded"}.items())
@@ -236,9 +237,27 @@ async def test_no_label_holds_a_secret_or_a_callers_value(
         assert value not in text
 
 
+async def test_an_unknown_method_adds_no_series(
+    start: Callable[[Settings], Awaitable[Running]],
+) -> None:
+    """A call of a method the server does not have is not counted: its name is the caller's
+    text, and no caller may add a series; the scrape holds neither the path nor its parts."""
+    server, _ = await start(with_metrics(make_settings()))
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        unknown: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/probe.v1.Scanner/Look"
+        )
+        with pytest.raises(grpc.aio.AioRpcError):
+            await unknown(b"", timeout=5)
+    text, _ = await scrape(server)
+    assert "Scanner" not in text
+    assert "Look" not in text
+
+
 async def test_metrics_are_off_without_a_listen_address(
     start: Callable[[Settings], Awaitable[Running]],
 ) -> None:
+    """Without ``[metrics] listen`` there are no metrics and no scrape listener."""
     server, _ = await start(make_settings())
     assert (server.metrics, server.metrics_port) == (None, 0)
 
