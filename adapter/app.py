@@ -17,6 +17,7 @@ from adapter.embedded import EmbeddedGateway, EmbeddedTransport
 from adapter.rotation import FileWatch
 from adapter.server import AdapterServer, http_transport
 from adapter.server_tls import ServerTls
+from adapter.tracing import Tracing
 from adapter.transport import Transport
 
 __all__ = ["build_server", "build_transport", "check", "embedded_accounts"]
@@ -75,12 +76,14 @@ def build_server(
 async def check(settings: Settings) -> None:
     """Build what the server builds from ``settings`` before it binds, then close it again.
 
-    The listener's TLS files are read and parsed, the callers set up, and the gateway's transport
+    The listener's TLS files are read and parsed, the callers set up, the OpenTelemetry variables
+    read as the server reads them (nothing of OpenTelemetry imported), and the gateway's transport
     made (its CA bundle, client certificate and proxy): what ``nvp-adapter config check`` proves
     beyond the settings themselves. Raises ``ConfigError`` for the first that does not load.
     """
     if settings.server.tls is not None:
         ServerTls(settings.server.tls)
     Callers(settings.callers)
+    Tracing.from_environment(settings.upstream)
     transport = build_transport(settings)
     await transport.aclose()

@@ -192,6 +192,21 @@ async def test_config_check_of_a_bad_file_is_one_line(tmp_path: Path) -> None:
     assert err == f"nvp-adapter: error: {path}: unknown key 'server.lisen'\n"
 
 
+async def test_config_check_refuses_the_otlp_protocol_serve_refuses() -> None:
+    """An OTLP endpoint with ``http/json``, which stops ``serve`` at its start with exit 2,
+    stops the check the same way: nothing on stdout, the one line serve prints."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+    }
+    assert await run("config", "check", env=env) == (
+        2,
+        "",
+        "nvp-adapter: error: OTEL_EXPORTER_OTLP_PROTOCOL 'http/json': expected one of "
+        "http/protobuf, grpc (the Python OTLP exporters do not speak http/json)\n",
+    )
+
+
 # health
 
 
