@@ -21,14 +21,7 @@ from typing import Any
 
 import grpc
 
-from adapter.interceptors import (
-    Behaviour,
-    Continuation,
-    WrappedHandlers,
-    ended_with,
-    responses,
-    wrap_behaviour,
-)
+from adapter.interceptors import Behaviour, ended_with, responses, wrap_behaviour
 from adapter.metrics import Metrics
 from adapter.tracing import current_trace_id
 
@@ -124,20 +117,22 @@ def level_of(code: grpc.StatusCode, reason: str | None) -> int:
     return logging.WARNING
 
 
-class CallObserver(grpc.aio.ServerInterceptor):
-    """Opens each call's ``CallRecord``; at its end writes the access line and counts the call."""
+class CallObserver:
+    """Opens each call's ``CallRecord``; at its end writes the access line and counts the call.
+
+    An ``interceptors.Interceptor``: every method's handler is wrapped, and a method the server
+    does not have gets a handler that answers UNIMPLEMENTED with its line.
+    """
 
     def __init__(self, metrics: Metrics | None) -> None:
         self._metrics = metrics
-        self._handlers = WrappedHandlers(self._observed)
 
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(details)
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any] | None, method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         if handler is None:
-            return self._unknown(details.method)
-        return self._handlers.get(handler, details.method)
+            return self._unknown(method)
+        return self._observed(handler, method)
 
     def _unknown(self, method: str) -> grpc.RpcMethodHandler[Any, Any]:
         """UNIMPLEMENTED, as grpc answers a method the server does not have, with its access line.

@@ -2,7 +2,8 @@
 
 With no ``[callers]`` table there is no caller authentication (the sidecar case). With one, every
 call but ``grpc.health.v1.Health`` must prove who it is, and ``CallerAuthentication`` (a grpc.aio
-server interceptor, the one place this is decided) refuses it UNAUTHENTICATED otherwise, before
+server interceptor applied by ``interceptors.InterceptedHandlers``, the one place this is
+decided) refuses it UNAUTHENTICATED otherwise, before
 any handler runs. The caller it finds is then at hand for the RPC's handler as ``current_caller()``,
 which checks the merchant against the caller's list.
 
@@ -26,7 +27,7 @@ import grpc
 from adapter.access import current_record
 from adapter.config import CallerSettings
 from adapter.errors import CallerUnauthenticated
-from adapter.interceptors import Behaviour, Continuation, responses, wrap_behaviour
+from adapter.interceptors import Behaviour, responses, wrap_behaviour
 from adapter.redaction import Secret
 from adapter.status import rich_status
 
@@ -108,17 +109,19 @@ def _bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> bytes | None:
     return None
 
 
-class CallerAuthentication(grpc.aio.ServerInterceptor):
-    """Refuses every unauthenticated call but health's, and names the caller for the handler."""
+class CallerAuthentication:
+    """Refuses every unauthenticated call but health's, and names the caller for the handler.
+
+    An ``interceptors.Interceptor``. Whether callers are configured is read when a method's
+    handler is wrapped, on its first call: a reload changes tokens, never whether there are any.
+    """
 
     def __init__(self, callers: Callers) -> None:
         self._callers = callers
 
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any] | None, method: str
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(details)
-        method: str = details.method
         if (
             handler is None
             or not self._callers.enabled

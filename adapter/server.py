@@ -22,7 +22,7 @@ from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from adapter.access import CallObserver
 from adapter.callers import CallerAuthentication, Callers
@@ -33,6 +33,7 @@ from adapter.config import (
     token_digest,
 )
 from adapter.errors import ConfigError
+from adapter.interceptors import InterceptedHandlers
 from adapter.listeners import bind, server_options
 from adapter.metrics import Metrics, MetricsListener, upstream_label
 from adapter.redaction import Secret
@@ -149,11 +150,13 @@ class AdapterServer:
         server = grpc.aio.server(
             options=server_options(server_settings),
             maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
-            interceptors=[
+        )
+        handlers = InterceptedHandlers(
+            [
                 TraceInterceptor(tracing, [SESSION_SERVICE.full_name]),
                 observer,
                 CallerAuthentication(callers),
-            ],
+            ]
         )
         health_server: grpc.aio.Server | None = None
         transport = self._transport or self._transport_factory(self.settings)
@@ -163,9 +166,7 @@ class AdapterServer:
                 server, server_settings.address, "server.listen", tls, reuse_port=shared
             )
             if (address := server_settings.health_address) is not None:
-                health_server = grpc.aio.server(
-                    options=server_options(server_settings), interceptors=[observer]
-                )
+                health_server = grpc.aio.server(options=server_options(server_settings))
                 self.health_address, _ = bind(
                     health_server, address, "server.health_listen", reuse_port=shared
                 )
@@ -185,14 +186,19 @@ class AdapterServer:
             on_circuit_change=self._on_circuit_change,
             metrics=self.metrics,
         )
-        server.add_generic_rpc_handlers(
+        handlers.add_generic_rpc_handlers(
             (session_service(self._client, max_message_bytes=server_settings.max_message_bytes),)
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, handlers)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(SERVICE_NAMES), handlers
+        )
+        server.add_generic_rpc_handlers((handlers,))
         await server.start()
         if health_server is not None:
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
+            health_handlers = InterceptedHandlers([observer])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, health_handlers)
+            health_server.add_generic_rpc_handlers((health_handlers,))
             await health_server.start()
         self._server, self._health_server = server, health_server
         self._tracing = tracing

@@ -37,7 +37,7 @@ import grpc
 
 from adapter.config import UpstreamSettings, redact_url
 from adapter.errors import ConfigError
-from adapter.interceptors import Behaviour, Continuation, WrappedHandlers, ended_with
+from adapter.interceptors import Behaviour, ended_with
 
 __all__ = [
     "AttemptTrace",
@@ -386,31 +386,24 @@ def _peer(upstream: UpstreamSettings | None) -> tuple[str, int] | None:
     return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
-class TraceInterceptor(grpc.aio.ServerInterceptor):
+class TraceInterceptor:
     """Reads each call's trace context and holds it for the RPC: the outermost interceptor.
 
-    Only the unary methods of ``services`` are traced: health probes and reflection are not.
+    An ``interceptors.Interceptor``. Only the unary methods of ``services`` are traced: health
+    probes and reflection are not.
     """
 
     def __init__(self, tracing: Tracing, services: Sequence[str]) -> None:
         self._tracing = tracing
         self._prefixes = tuple(f"/{service}/" for service in services)
-        self._handlers = WrappedHandlers(self._traced_handler)
 
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any] | None, method: str
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(details)
-        method: str = details.method
-        if handler is None or handler.unary_unary is None or not method.startswith(self._prefixes):
+        if handler is None or not method.startswith(self._prefixes):
             return handler
-        return self._handlers.get(handler, method)
-
-    def _traced_handler(
-        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
-    ) -> grpc.RpcMethodHandler[Any, Any]:
         behaviour = handler.unary_unary
-        if behaviour is None:  # intercept_service passes only unary handlers
+        if behaviour is None:
             return handler
         return handler._replace(unary_unary=self._traced(behaviour, method))  # type: ignore[attr-defined,no-any-return]
 
