@@ -57,6 +57,8 @@ def encode(fields: Mapping[str, str]) -> bytes:
     Lone surrogates cannot be encoded in UTF-8 and raise ``UnicodeEncodeError``; protobuf strings
     never hold them.
     """
+    if _PLAIN.fullmatch("".join(fields)) and _PLAIN.fullmatch("".join(fields.values())):
+        return "&".join(map("=".join, fields.items())).encode("ascii")  # nothing to quote
     return "&".join(f"{_quoted(name)}={_quoted(value)}" for name, value in fields.items()).encode(
         "ascii"
     )
@@ -94,15 +96,20 @@ def _decode_plain(text: str) -> dict[str, str]:
     The same answer as the general path: UTF-8 never holds ``&`` or ``=`` inside a character,
     so splitting before or after decoding gives the same pairs, and the same first fault.
     """
-    fields: dict[str, str] = {}
-    for index, pair in enumerate(text.split("&")):
-        name, sep, value = pair.partition("=")
+    pairs = text.split("&")
+    try:
+        fields = dict(pair.split("=", 1) for pair in pairs)
+    except ValueError:  # a pair with no "=": found below, with its index
+        fields = {"": ""}
+    if "" not in fields:
+        return fields
+    for index, pair in enumerate(pairs):  # the first fault, as the general path names it
+        name, sep, _ = pair.partition("=")
         if not sep:
             raise NvpDecodeError(f"pair {index} has no '='")
         if not name:
             raise NvpDecodeError(f"pair {index} has an empty name")
-        fields[name] = value
-    return fields
+    raise AssertionError("unreachable: a fault was found above")  # pragma: no cover
 
 
 def _unquote(raw: bytes, index: int) -> str:

@@ -10,7 +10,13 @@ from collections.abc import Callable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.embedded.store import SESSION_ID_PREFIX, SessionStore, StoredSession, session_id_chars
+from adapter.embedded.store import (
+    SESSION_ID_PREFIX,
+    RandomBytes,
+    SessionStore,
+    StoredSession,
+    session_id_chars,
+)
 
 ALPHABET = string.digits + string.ascii_uppercase
 
@@ -53,3 +59,28 @@ def test_new_ids_have_the_gateway_form_and_differ() -> None:
     ids = {store.add(StoredSession("M1", 100, "0123456789", 900.0), now=0.0) for _ in range(1000)}
     assert len(ids) == 1000
     assert all(re.fullmatch(re.escape(SESSION_ID_PREFIX) + r"[0-9A-Z]{20}", i) for i in ids)
+
+
+@given(st.integers(min_value=1, max_value=64), st.lists(st.integers(0, 100), max_size=40))
+def test_random_bytes_hands_out_each_read_byte_once_in_order(chunk: int, counts: list[int]) -> None:
+    """Reads of any sizes, over chunk boundaries and past a whole chunk, get the bytes the
+    source gave, in order, none twice: a read that does not fit what is left starts a new
+    chunk, of at least its own size."""
+    reads: list[bytes] = []
+
+    def source(count: int) -> bytes:
+        reads.append(bytes((len(reads) + i) % 256 for i in range(count)))
+        return reads[-1]
+
+    random_bytes = RandomBytes(chunk, source)
+    drawn = [random_bytes(count) for count in counts]
+    assert [len(piece) for piece in drawn] == counts
+    current, at, used = b"", 0, 0
+    for piece, count in zip(drawn, counts, strict=True):
+        if at + count > len(current):
+            current, at = reads[used], 0
+            used += 1
+            assert len(current) == max(chunk, count)
+        assert piece == current[at : at + count]
+        at += count
+    assert used == len(reads)

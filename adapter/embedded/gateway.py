@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import re
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -188,7 +187,7 @@ class EmbeddedGateway:
         self._limits = limits
         self._store = SessionStore(limits)
         self._clock = clock
-        self._decoy = secrets.token_hex(16)
+        self._decoy = store.random_bytes(16).hex()
 
     def __repr__(self) -> str:
         return f"EmbeddedGateway(merchants={list(self._accounts)!r}, sessions={self.session_count})"
@@ -251,7 +250,7 @@ class EmbeddedGateway:
         stored = StoredSession(
             request.merchant,
             request.api_version,
-            secrets.token_hex(5),
+            store.random_bytes(5).hex(),
             request.now + self._limits.ttl_seconds,
             authentication_limit=DEFAULT_AUTHENTICATION_LIMIT if limit is None else limit,
         )
@@ -410,7 +409,7 @@ def _echo_correlation_id(fields: Mapping[str, str], answer: dict[str, str]) -> N
 
 def _new_version(current: str) -> str:
     while True:  # a new version must differ from the one a caller may hold: ~1 in 2**40 repeats
-        version = secrets.token_hex(5)
+        version = store.random_bytes(5).hex()
         if version != current:
             return version
 
