@@ -1,6 +1,7 @@
-"""One access line per RPC, and the RPC metrics: ``CallObserver``, the outermost interceptor.
+"""One access line per RPC, and the RPC metrics: ``CallObserver``, an interceptor.
 
-The observer opens a ``CallRecord`` for each call before any other interceptor or handler runs;
+The observer opens a ``CallRecord`` for each call before caller authentication or the handler
+runs (only tracing, which sets the trace id the record names, runs outside it);
 what only they know (the caller, the merchant, the ErrorInfo reason, the upstream attempts and
 HTTP status) they write into ``current_record()``. When the call ends, however it ends, the
 observer writes the access line on the ``adapter.access`` logger and counts the call in
