@@ -107,11 +107,6 @@ class _Leaf:
     def proto_path(self) -> str:
         return ".".join(self.path)
 
-    @property
-    def parents(self) -> tuple[str, ...]:
-        """The message fields above the scalar, from the top: empty for a top-level field."""
-        return self.path[:-1]
-
 
 def _enum_texts(enum: EnumDescriptor) -> dict[str, int]:
     zero = enum.values_by_number[0].name
@@ -155,12 +150,6 @@ class MessageSchema:
         """The names in the proto's field order: checks report the first field that fails."""
         self.has_extra_fields = EXTRA_FIELDS in descriptor.fields_by_name
         self._proto_path_by_name = {name: leaf.proto_path for name, leaf in self._leaves.items()}
-        self._placing = {
-            name: (leaf.parents, leaf.path[-1], leaf.enum_by_text)
-            for name, leaf in self._leaves.items()
-        }
-        """Where ``parse`` puts each NVP name: the message fields above it, its field, and its
-        enum's numbers by text (None for a string)."""
 
     def proto_path(self, name: str) -> str | None:
         """The proto field path (``session.update_status``) behind an NVP name, if modelled."""
@@ -172,32 +161,26 @@ class MessageSchema:
         An enum text the proto lacks leaves the field at ``_UNSPECIFIED`` and keeps the raw text
         among the leftovers under its NVP name. Where the message has ``extra_fields``, the
         leftovers are stored there too, so nothing the gateway said is dropped.
-
-        The values are gathered first, nested as the message is, and the message is made by one
-        constructor call: protobuf's C code then sets them all, not one ``setattr`` at a time.
         """
-        values: dict[str, Any] = {}
+        message = self.message_class()
         leftovers: dict[str, str] = {}
         for name, value in fields.items():
-            placed = self._placing.get(name)
-            if placed is None:
+            leaf = self._leaves.get(name)
+            if leaf is None:
                 leftovers[name] = value
                 continue
-            parents, field, enum_by_text = placed
-            wire: str | int = value
-            if enum_by_text is not None:
-                number = enum_by_text.get(value)
-                if number is None:
-                    leftovers[name] = value
-                    continue
-                wire = number
-            target = values
-            for step in parents:
-                target = target.setdefault(step, {})
-            target[field] = wire
-        if self.has_extra_fields and leftovers:
-            values[EXTRA_FIELDS] = leftovers
-        return self.message_class(**values), leftovers
+            target: Any = message
+            for step in leaf.path[:-1]:
+                target = getattr(target, step)
+            if leaf.enum_by_text is None:
+                setattr(target, leaf.path[-1], value)
+            elif (number := leaf.enum_by_text.get(value)) is not None:
+                setattr(target, leaf.path[-1], number)
+            else:
+                leftovers[name] = value
+        if self.has_extra_fields:
+            getattr(message, EXTRA_FIELDS).update(leftovers)
+        return message, leftovers
 
     def render(self, message: Message) -> dict[str, str]:
         """The NVP pairs of the message's non-empty modelled fields (``extra_fields`` aside)."""
@@ -293,7 +276,7 @@ class Operation:
         is the gateway's free text, scrubbed of an echoed ``apiPassword`` (``adapter.redaction``).
         """
         message, leftovers = self.response.parse(fields)
-        if leftovers and self.response.has_extra_fields:
+        if self.response.has_extra_fields:
             extra = getattr(message, EXTRA_FIELDS)
             extra.clear()
             extra.update(scrub_unmodelled(leftovers))
