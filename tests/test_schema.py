@@ -266,8 +266,9 @@ def _set_one_by_one(message_class: type, schema: object, fields: dict[str, str])
     st.dictionaries(st.sampled_from(_ANSWER_NAMES), _ANSWER_VALUES, max_size=10),
 )
 def test_parse_builds_what_setting_each_field_builds(rpc: str, fields: dict[str, str]) -> None:
-    """The one-constructor parse gives the message, presence of nested messages included, that
-    setting each modelled field on its own gives, with the same leftovers."""
+    """parse gives the message, presence of nested messages included, that setting each modelled
+    field on its own by its proto path gives, with the same leftovers: any mix of modelled and
+    unknown names, known and unknown enum texts, and empty values."""
     schema = OPERATIONS[rpc].response
     message, leftovers = schema.parse(fields)
     expected = _set_one_by_one(schema.message_class, schema, fields)
