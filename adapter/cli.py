@@ -17,10 +17,10 @@ cannot read included: never 2, which Docker's HEALTHCHECK reserves.
 
 ``serve`` runs on uvloop's event loop where uvloop is installed (a dependency on Linux and
 macOS), else on asyncio's; ``--loop asyncio`` is the way back. ``gateway`` runs on asyncio's
-unless ``--loop uvloop`` is given: its HTTPS face (certificates swapped while it runs, the client
-certificate read per connection) and its count of ``accept()`` failures for want of descriptors
-are written against asyncio's loop, and three of their tests fail on uvloop's. The loop is a
-flag, not a setting: it changes how fast the process runs, never what it does.
+unless ``--loop uvloop`` is given: its count of ``accept()`` failures for want of descriptors
+is written against asyncio's loop, which reports them to its exception handler. Its HTTPS face
+works on both (the test suite runs its in-process tests on either). The loop is a flag, not a
+setting: it changes how fast the process runs, never what it does.
 """
 
 from __future__ import annotations

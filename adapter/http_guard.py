@@ -75,6 +75,9 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 # asyncio's own handshake and TLS shutdown timers are kept above the request timeout, so that the
 # request timer, which the refusal log counts, is the one that fires.
 _TLS_TIMER_MARGIN_SECONDS = 1.0
+MAX_EARLY_TLS_BYTES = 64 * 1024
+"""Bytes a client may send before TLS takes its connection over (its hello: a few KiB); past
+this the connection is aborted."""
 _STOP_WAIT_SECONDS = 2.0  # an aborted handshake ends in one turn of the loop; this is a backstop
 
 
@@ -172,6 +175,7 @@ class _GuardedConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None  # what aiohttp writes to (TLS or raw)
         self._inner: asyncio.Protocol | None = None
         self._early: list[bytes] = []  # decrypted bytes that came before aiohttp was attached
+        self._hello: bytearray | None = None  # raw bytes that came before TLS took over
         self._timer: asyncio.TimerHandle | None = None
         self._admitted = False
 
@@ -192,10 +196,17 @@ class _GuardedConnection(asyncio.Protocol):
         if context is None:
             self._attach(transport)
         else:
+            self._hello = bytearray()
             self._guard._track(self._loop.create_task(self._start_tls(transport, context)))
 
     def data_received(self, data: bytes) -> None:
         if self._state is _State.CLOSED:
+            return
+        if self._hello is not None:  # raw bytes, before start_tls took the connection over
+            self._hello += data
+            if len(self._hello) > MAX_EARLY_TLS_BYTES:
+                self._hello = None
+                self.abort()
             return
         if self._inner is None:
             self._early.append(data)
@@ -244,7 +255,21 @@ class _GuardedConnection(asyncio.Protocol):
             self._raw.abort()
 
     async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        """Hand the connection to TLS; attach aiohttp to the TLS transport once the handshake
+        is done.
+
+        The client's first bytes (its hello) are start_tls's to read. On asyncio's loop this task
+        runs before the connection is first read; uvloop reads a new connection at once, so the
+        hello may already have reached ``data_received``. Such bytes are handed to the TLS
+        protocol by a callback queued before ``start_tls`` queues its own: it runs once start_tls
+        has put its protocol on the transport and paused reading, and before that protocol's
+        ``connection_made`` starts the handshake, which then reads them first. Both loops' TLS
+        protocols keep what they are given before ``connection_made`` for the handshake.
+        """
         timeout = self._guard.settings.request_timeout_seconds + _TLS_TIMER_MARGIN_SECONDS
+        hello, self._hello = self._hello, None
+        if hello:
+            self._loop.call_soon(self._hand_over, transport, hello)
         try:
             tls = await self._loop.start_tls(
                 transport,
@@ -268,6 +293,23 @@ class _GuardedConnection(asyncio.Protocol):
                 tls.abort()
             return
         self._attach(tls)
+
+    def _hand_over(self, transport: asyncio.Transport, hello: bytearray) -> None:
+        """Give the bytes that came before TLS to the TLS protocol start_tls put in place."""
+        tls = transport.get_protocol()
+        if tls is self or transport.is_closing():  # start_tls failed before taking over
+            return
+        data = bytes(hello)
+        if not hasattr(tls, "buffer_updated"):  # uvloop's is buffered without the base class
+            typing.cast(asyncio.Protocol, tls).data_received(data)
+            return
+        buffered = typing.cast(asyncio.BufferedProtocol, tls)
+        while data:
+            buffer = memoryview(buffered.get_buffer(len(data)))
+            size = min(len(buffer), len(data))
+            buffer[:size] = data[:size]
+            buffered.buffer_updated(size)
+            data = data[size:]
 
     def _attach(self, transport: asyncio.Transport) -> None:
         self._transport = transport

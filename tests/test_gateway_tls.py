@@ -28,6 +28,7 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.config import GatewaySettings, TlsFiles
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from adapter.embedded.tls import GatewayTls
+from adapter.http_guard import MAX_EARLY_TLS_BYTES
 from tests.conftest import StartAdapter, fail, make_settings
 from tests.test_cli import COMMAND, START_TIMEOUT, run
 
@@ -234,6 +235,32 @@ async def test_a_stalled_tls_handshake_is_closed_by_the_request_timeout(
         await asyncio.wait_for(reader.read(), 5.0)
     writer.close()
     assert loop.time() - started < 1.5
+
+
+async def test_bytes_that_are_not_tls_close_the_connection_and_nothing_else(
+    serve_tls: ServeTls, pki: Pki
+) -> None:
+    """A client that floods the HTTPS port with bytes that are no TLS hello, more than
+    MAX_EARLY_TLS_BYTES of them at once, has its connection closed (the handshake fails, or on
+    uvloop the bytes before TLS took over pass the bound); the next client is served."""
+    port = await serve_tls(settings=GatewaySettings(request_timeout_seconds=5.0))
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(b"\0" * (MAX_EARLY_TLS_BYTES * 3))
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+        closing = await asyncio.wait_for(reader.read(), 4.0)  # within the request timeout
+        assert b"HTTP" not in closing
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    status, answer = await post(
+        port,
+        create_session(
+            PASSWORD_MERCHANT, apiUsername=f"merchant.{PASSWORD_MERCHANT}", apiPassword=PASSWORD
+        ),
+        pki.client_context(),
+    )
+    assert (status, answer["result"]) == (201, "SUCCESS")
 
 
 # --- the `nvp-adapter gateway` process: HTTPS, SIGHUP, files rotated on disk ----------------------
