@@ -295,20 +295,18 @@ class _GuardedConnection(asyncio.Protocol):
         self._attach(tls)
 
     def _hand_over(self, transport: asyncio.Transport, hello: bytearray) -> None:
-        """Give the bytes that came before TLS to the TLS protocol start_tls put in place."""
-        tls = transport.get_protocol()
-        if tls is self or transport.is_closing():  # start_tls failed before taking over
+        """Give the bytes that came before TLS to the TLS protocol start_tls put in place (a
+        buffered protocol on both loops, uvloop's without the base class)."""
+        protocol = transport.get_protocol()
+        if protocol is self or transport.is_closing():  # start_tls failed before taking over
             return
-        data = bytes(hello)
-        if not hasattr(tls, "buffer_updated"):  # uvloop's is buffered without the base class
-            typing.cast(asyncio.Protocol, tls).data_received(data)
-            return
-        buffered = typing.cast(asyncio.BufferedProtocol, tls)
+        tls = typing.cast(asyncio.BufferedProtocol, protocol)
+        data = memoryview(hello)
         while data:
-            buffer = memoryview(buffered.get_buffer(len(data)))
+            buffer = memoryview(tls.get_buffer(len(data)))
             size = min(len(buffer), len(data))
             buffer[:size] = data[:size]
-            buffered.buffer_updated(size)
+            tls.buffer_updated(size)
             data = data[size:]
 
     def _attach(self, transport: asyncio.Transport) -> None:

@@ -240,9 +240,11 @@ async def test_a_stalled_tls_handshake_is_closed_by_the_request_timeout(
 async def test_bytes_that_are_not_tls_close_the_connection_and_nothing_else(
     serve_tls: ServeTls, pki: Pki
 ) -> None:
-    """A client that floods the HTTPS port with bytes that are no TLS hello, more than
-    MAX_EARLY_TLS_BYTES of them at once, has its connection closed (the handshake fails, or on
-    uvloop the bytes before TLS took over pass the bound); the next client is served."""
+    """A client that floods the HTTPS port at once with bytes that are no TLS hello (three times
+    MAX_EARLY_TLS_BYTES) has its connection closed before the request timeout, with no HTTP
+    answer, and the next client is served. Whichever ends it, the failed handshake or the bound
+    on bytes before TLS took over (only on uvloop, and only when they arrive before start_tls
+    ran), this does not tell apart."""
     port = await serve_tls(settings=GatewaySettings(request_timeout_seconds=5.0))
     reader, writer = await asyncio.open_connection(HOST, port)
     writer.write(b"\0" * (MAX_EARLY_TLS_BYTES * 3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from google.protobuf.message import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -10,7 +11,7 @@ from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.errors import RequestInvalid
-from adapter.schema import GATEWAY_ERROR, OPERATIONS, check_extra_key
+from adapter.schema import EXTRA_FIELDS, GATEWAY_ERROR, OPERATIONS, MessageSchema, check_extra_key
 
 CREATE = OPERATIONS["CreateSession"]
 
@@ -234,12 +235,13 @@ _ANSWER_VALUES = st.one_of(
 )
 
 
-def _set_one_by_one(message_class: type, schema: object, fields: dict[str, str]) -> object:
-    """The oracle: each modelled pair set on its own with setattr, the rest kept aside."""
-    message = message_class()
+def _set_one_by_one(schema: MessageSchema, fields: dict[str, str]) -> Message:
+    """The oracle: each modelled pair set on its own with setattr by its proto path, an enum by
+    its value's name; the rest kept aside in extra_fields."""
+    message = schema.message_class()
     leftovers = {}
     for name, value in fields.items():
-        path = schema.proto_path(name)  # type: ignore[attr-defined]
+        path = schema.proto_path(name)
         if path is None:
             leftovers[name] = value
             continue
@@ -253,11 +255,11 @@ def _set_one_by_one(message_class: type, schema: object, fields: dict[str, str])
             continue
         prefix = enum.values[0].name.removesuffix("UNSPECIFIED")
         number = enum.values_by_name.get(prefix + value)
-        if number is None or number.number == 0 or not value:
+        if number is None or number.number == 0:
             leftovers[name] = value
         else:
             setattr(target, last, number.number)
-    message.extra_fields.update(leftovers)
+    getattr(message, EXTRA_FIELDS).update(leftovers)
     return message
 
 
@@ -271,7 +273,7 @@ def test_parse_builds_what_setting_each_field_builds(rpc: str, fields: dict[str,
     unknown names, known and unknown enum texts, and empty values."""
     schema = OPERATIONS[rpc].response
     message, leftovers = schema.parse(fields)
-    expected = _set_one_by_one(schema.message_class, schema, fields)
+    expected = _set_one_by_one(schema, fields)
     assert message == expected
-    assert message.ListFields() == expected.ListFields()  # type: ignore[attr-defined]
-    assert leftovers == dict(expected.extra_fields)  # type: ignore[attr-defined]
+    assert message.ListFields() == expected.ListFields()
+    assert leftovers == dict(getattr(expected, EXTRA_FIELDS))
