@@ -8,20 +8,30 @@
 # wheels need glibc, and the build relies on the image's python and pip alone.
 ARG BASE_IMAGE=python:3.11-slim
 
-# Stage 1: the project's own wheel, from its sources alone (dependencies come in stage 2).
+# Stage 1: the project's own wheel, from its sources alone, built by the locked setuptools
+# (requirements/build.txt) rather than by whatever an isolated build environment would fetch.
 FROM ${BASE_IMAGE} AS wheel
 WORKDIR /src
+COPY requirements/build.txt ./requirements/
+RUN python -m pip install --no-cache-dir --require-hashes --only-binary :all: \
+        -r requirements/build.txt
 COPY pyproject.toml README.md ./
 COPY adapter ./adapter
-RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+RUN python -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
-# Stage 2: a virtual environment with the wheel and its dependencies, every module compiled now,
-# since nothing may be written at run time. unchecked-hash: the .pyc files are used as they are,
-# whatever the sources' timestamps became on the way into the last stage.
+# Stage 2: a virtual environment with exactly the locked dependencies (requirements/runtime.txt,
+# every file checked against its hash, nothing resolved here) and the wheel, every module compiled
+# now, since nothing may be written at run time. unchecked-hash: the .pyc files are used as they
+# are, whatever the sources' timestamps became on the way into the last stage.
 FROM ${BASE_IMAGE} AS venv
+COPY requirements/runtime.txt /requirements/
 COPY --from=wheel /wheels /wheels
 RUN python -m venv /opt/nvp-adapter \
-    && /opt/nvp-adapter/bin/python -m pip install --no-cache-dir --no-compile /wheels/*.whl \
+    && /opt/nvp-adapter/bin/python -m pip install --no-cache-dir --no-compile --require-hashes \
+        --only-binary :all: --no-deps -r /requirements/runtime.txt \
+    && /opt/nvp-adapter/bin/python -m pip install --no-cache-dir --no-compile --no-deps \
+        /wheels/*.whl \
+    && /opt/nvp-adapter/bin/python -m pip check \
     && /opt/nvp-adapter/bin/python -m compileall -q --invalidation-mode unchecked-hash \
         /opt/nvp-adapter/lib
 

@@ -1,15 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install nvp-adapter with its dev tools into it (idempotent).
+# Make .venv exactly what requirements/dev.txt (the lock) says and install the project into it,
+# editable. Fast when nothing changed; safe to run several at once; a half-made .venv is rebuilt.
 # Usage: scripts/bootstrap.sh            Then: .venv/bin/nvp-adapter serve
+# PYTHON=python3.12 scripts/bootstrap.sh builds .venv with another interpreter (3.11 or newer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$python" -m venv .venv
-fi
-stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,otel]'
-  touch "$stamp"
-fi
+exec "${PYTHON:-python3}" scripts/bootstrap.py

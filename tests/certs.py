@@ -38,6 +38,19 @@ def server_pair(ca: trustme.CA, *hosts: str) -> KeyPair:
     return KeyPair(leaf.private_key_pem.bytes(), leaf.cert_chain_pems[0].bytes())
 
 
+CLIENT_IDENTITY = "client.test"
+"""The subject alternative name of client certificates whose CN is what a test needs."""
+
+
+def named_client(ca: trustme.CA, common_name: str) -> trustme.LeafCert:
+    """A trustme client leaf whose subject CN is ``common_name``, with a DNS SAN beside it.
+
+    A leaf with no SAN is what cryptography 51 deprecates and trustme then refuses to issue; the
+    gateway reads the CN, so the SAN is only there to make the certificate a valid one.
+    """
+    return ca.issue_cert(CLIENT_IDENTITY, common_name=common_name)
+
+
 def client_pair(
     ca: trustme.CA,
     *,

@@ -15,6 +15,7 @@ import trustme
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.config import load_settings
 from adapter.errors import ConfigError
+from tests.certs import named_client
 from tests.conftest import MERCHANT, PASSWORD, make_settings
 from tests.tls_peers import adapter_channel, https_gateway, server_context
 
@@ -65,7 +66,7 @@ class Pki:
         self.ca = trustme.CA()
         self.ca_file = str(tmp_path / "ca.pem")
         self.ca.cert_pem.write_to_path(self.ca_file)
-        client = self.ca.issue_cert(common_name=CERT_MERCHANT)
+        client = named_client(self.ca, CERT_MERCHANT)
         self.bundle = str(tmp_path / "client.pem")  # the key and the chain in one file
         client.private_key_and_cert_chain_pem.write_to_path(self.bundle)
         self.cert_file = str(tmp_path / "client.crt")

@@ -29,6 +29,7 @@ from adapter.config import GatewaySettings, TlsFiles
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from adapter.embedded.tls import GatewayTls
 from adapter.http_guard import MAX_EARLY_TLS_BYTES
+from tests.certs import named_client
 from tests.conftest import StartAdapter, fail, make_settings
 from tests.test_cli import COMMAND, START_TIMEOUT, run
 
@@ -54,7 +55,7 @@ class Pki:
     def client_cert(self, common_name: str, ca: trustme.CA | None = None) -> str:
         """A PEM file with a client certificate for ``common_name`` and its key."""
         path = self.directory / f"client-{common_name}-{id(ca)}.pem"
-        leaf = (ca or self.ca).issue_cert(common_name=common_name)
+        leaf = named_client(ca or self.ca, common_name)
         leaf.private_key_and_cert_chain_pem.write_to_path(str(path))
         return str(path)
 

@@ -2,7 +2,7 @@
 
 The project's wheel is built from the files the Dockerfile copies, and installed into a fresh
 virtual environment as the image installs it (once per test session: pip fetches the
-dependencies, through its cache). The Dockerfile's ENTRYPOINT and CMD then run from that
+locked dependencies, through its cache). The Dockerfile's ENTRYPOINT and CMD then run from that
 environment's ``bin`` with the Dockerfile's ENV and nothing else, in a working directory that is
 also HOME and read-only, and its HEALTHCHECK command must pass against them.
 
@@ -31,6 +31,7 @@ from adapter.config import parse_host_port
 from tests.dockerfile import ROOT, Image, read_image
 
 IMAGE = read_image()
+RUNTIME_LOCK = ROOT / "requirements" / "runtime.txt"
 START_TIMEOUT = 30.0
 PIP_TIMEOUT = 600.0  # a cold pip cache downloads grpcio and the rest once
 
@@ -59,22 +60,33 @@ def _run(*command: str | Path) -> None:
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    """``pip wheel --no-deps`` of what the Dockerfile copies, installed into a fresh venv."""
+    """The wheel of what the Dockerfile copies, installed beside the lock's runtime set, as there.
+
+    As the image: the wheel is built by the locked setuptools without an isolated build
+    environment (this environment's setuptools is the one ``requirements/build.txt`` pins, since
+    both come from one resolution), and the dependencies are ``requirements/runtime.txt`` alone,
+    hash-checked, with nothing resolved.
+    """
     work = tmp_path_factory.mktemp("image")
     context = work / "src"  # like the image's build stage: a copy, so the checkout stays clean
     context.mkdir()
     for source in IMAGE.context_sources:
         origin = ROOT / source
+        (context / source).parent.mkdir(parents=True, exist_ok=True)
         if origin.is_dir():
             shutil.copytree(origin, context / source, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(origin, context / source)
     wheels = work / "wheels"
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", wheels, context)
+    pip = (sys.executable, "-m", "pip", "--disable-pip-version-check")
+    _run(*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", wheels, context)
     (wheel,) = wheels.glob("nvp_adapter-*.whl")
     venv = work / "venv"
     _run(sys.executable, "-m", "venv", venv)
-    _run(venv / "bin" / "python", "-m", "pip", "install", wheel)
+    venv_pip = (venv / "bin" / "python", "-m", "pip", "--disable-pip-version-check", "install")
+    _run(*venv_pip, "--require-hashes", "--only-binary", ":all:", "--no-deps", "-r", RUNTIME_LOCK)
+    _run(*venv_pip, "--no-deps", wheel)
+    _run(venv / "bin" / "python", "-m", "pip", "check")
     return Installed(venv)
 
 
