@@ -65,6 +65,10 @@ FIRST_CALL_SCRIPT = "scripts/first_call.py"
 EXIT_UNHEALTHY = 1
 HEALTH_TIMEOUT_SECONDS = 2.0
 HEALTH_TIMEOUT_RANGE = (0.1, 60.0)
+CONFIG_COMMANDS = {
+    "check": "load and check the settings as serve would; print them, secrets as ***",
+}
+"""``nvp-adapter config``'s subcommands and their help."""
 LOOPS = ("auto", "uvloop", "asyncio")
 """``--loop``: the command's default (below), uvloop or fail, asyncio's own."""
 AUTO_LOOP = {"serve": "uvloop", "gateway": "asyncio"}
@@ -128,11 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser("serve", help="run the gRPC server")
     gateway_cmd = commands.add_parser("gateway", help="run the embedded gateway alone, over HTTP")
     config_cmd = commands.add_parser("config", help="about the configuration")
+    # Not required: argparse would say "arguments are required: COMMAND"; main() names them.
     check_cmd = config_cmd.add_subparsers(
-        dest="config_command", required=True, metavar="COMMAND", parser_class=_Parser
+        dest="config_command", metavar="COMMAND", parser_class=_Parser
     ).add_parser(
         "check",
-        help="load and check the settings as serve would; print them, secrets as ***",
+        help=CONFIG_COMMANDS["check"],
     )
     health_cmd = commands.add_parser(
         "health", help="ask a running server's grpc.health.v1: exit 0 when SERVING, 1 otherwise"
@@ -194,6 +199,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script; exits with the command's status."""
     args = _parser().parse_args(argv)
+    if args.command == "config" and args.config_command is None:
+        print(
+            f"nvp-adapter config: choose a subcommand: {', '.join(CONFIG_COMMANDS)}",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_CONFIG)
     log_level = getattr(args, "log_level", None)
     # Until the settings are read, warnings from reading them go out as text at the flag's level.
     configure_logging(LogSettings(level=log_level or "INFO"))

@@ -192,6 +192,11 @@ async def test_config_check_of_a_bad_file_is_one_line(tmp_path: Path) -> None:
     assert err == f"nvp-adapter: error: {path}: unknown key 'server.lisen'\n"
 
 
+async def test_config_alone_names_its_subcommand() -> None:
+    """`nvp-adapter config` with no subcommand is one usage line naming `check`, exit 2."""
+    assert await run("config") == (2, "", "nvp-adapter config: choose a subcommand: check\n")
+
+
 async def test_config_check_refuses_the_otlp_protocol_serve_refuses() -> None:
     """An OTLP endpoint with ``http/json``, which stops ``serve`` at its start with exit 2,
     stops the check the same way: nothing on stdout, the one line serve prints."""
