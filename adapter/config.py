@@ -18,6 +18,7 @@ key begins with that key (``server.listen ...``): that is how its source is foun
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import ipaddress
 import logging
@@ -28,7 +29,7 @@ import stat
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -651,7 +652,17 @@ def _table(document: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 def _refuse_unknown(table: Mapping[str, Any], known: set[str], prefix: str) -> None:
     for key in table:
-        _require(key in known, f"unknown key '{prefix}{key}'")
+        _require(key in known, f"unknown key '{prefix}{key}'{did_you_mean(key, known, prefix)}")
+
+
+def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """`` (did you mean PREFIXKEY?)`` for the known name closest to a misspelt one, else ``""``.
+
+    >>> did_you_mean("lisen", {"listen", "workers"}, "server.")
+    ' (did you mean server.listen?)'
+    """
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 _TABLES = {"server", "upstream", "merchants", "callers", "gateway", "metrics", "log"}

@@ -185,11 +185,13 @@ async def test_config_check_loads_the_gateways_ca_bundle(tmp_path: Path) -> None
 
 
 async def test_config_check_of_a_bad_file_is_one_line(tmp_path: Path) -> None:
-    """An unknown key: nothing on stdout, one line on stderr, exit 2."""
+    """An unknown key: nothing on stdout, one line on stderr with a guess, exit 2."""
     path = write(tmp_path, "[server]\nlisen = '127.0.0.1:0'\n")
     code, out, err = await run("config", "check", "--config", path)
     assert (code, out) == (2, "")
-    assert err == f"nvp-adapter: error: {path}: unknown key 'server.lisen'\n"
+    assert err == (
+        f"nvp-adapter: error: {path}: unknown key 'server.lisen' (did you mean server.listen?)\n"
+    )
 
 
 async def test_config_alone_names_its_subcommand() -> None:
