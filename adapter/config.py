@@ -814,12 +814,19 @@ def type_name(hint: Any) -> str:
     )
 
 
+_UPSTREAM_FORMS = (
+    f"expected {EMBEDDED!r}, an https:// URL, or an http:// URL to a loopback host "
+    "(localhost, 127.0.0.0/8, ::1)"
+)
+"""Every form ``upstream.url`` takes, for the message about one that is none of them."""
+
+
 def _check_url(url: str) -> None:
     parts = _split_url(url, "upstream.url")
     shown = _shown_url(parts)
     _require(
         parts.scheme in {"https", "http"} and bool(parts.hostname),
-        f"upstream.url {shown!r}: expected 'embedded' or an https:// URL",
+        f"upstream.url {shown!r}: {_UPSTREAM_FORMS}",
     )
     _require(
         parts.username is None and parts.password is None,

@@ -176,7 +176,10 @@ MISTAKES = {
         "[upstream]\nurl = 'http://10.0.0.1'\n[merchants.M1]\npassword = 'x'\n",
         "plain http is only for loopback hosts",
     ),
-    "not a URL": ("[upstream]\nurl = 'gateway'\n", "expected 'embedded' or an https:// URL"),
+    "not a URL": (
+        "[upstream]\nurl = 'gateway'\n",
+        "expected 'embedded', an https:// URL, or an http:// URL to a loopback",
+    ),
     "URL with a query": (
         "[upstream]\nurl = 'https://gw.example/?x=1'\n[merchants.M1]\npassword = 'x'\n",
         "no query",
