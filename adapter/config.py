@@ -479,6 +479,7 @@ def load_settings(
         if not for_gateway:
             _check_adapter_credentials(settings)
             _check_embedded_exposure(settings, named=layers.sets("upstream", "url"))
+            _check_listeners(settings)
     except ConfigError as exc:
         raise layers.located(exc) from None
     return settings
@@ -585,6 +586,62 @@ def _check_embedded_exposure(settings: Settings, *, named: bool) -> None:
         "embedded gateway only by default: set upstream.url to the gateway's URL, or "
         'url = "embedded" to serve the embedded gateway there on purpose',
     )
+
+
+def _check_listeners(settings: Settings) -> None:
+    """No two of ``serve``'s listeners on one address, where the second bind would fail at start.
+
+    ``gateway.listen`` is another process's (``nvp-adapter gateway``) and is left out.
+    """
+    listeners = (
+        ("server.listen", settings.server.listen),
+        ("server.health_listen", settings.server.health_listen),
+        ("metrics.listen", settings.metrics.listen),
+    )
+    seen: list[tuple[str, ListenAddress]] = []
+    for key, text in listeners:
+        if text is None:
+            continue
+        address = parse_listen(text)
+        for other_key, other in seen:
+            _require(
+                not _one_address(address, other),
+                f"{key} {text!r}: the same address as {other_key}; give each listener its own",
+            )
+        seen.append((key, address))
+
+
+_WILDCARDS = {"0.0.0.0": 4, "::": 6}  # noqa: S104 (compared with, never bound)
+
+
+def _one_address(a: ListenAddress, b: ListenAddress) -> bool:
+    """Whether binding both would clash: one socket path, or one TCP port (never port 0) on the
+    same host or on a wildcard of the host's family."""
+    if a.is_unix or b.is_unix:
+        return a.path == b.path
+    if a.port != b.port or a.port == 0:
+        return False
+    host_a, host_b = _host_key(a.host), _host_key(b.host)
+    return host_a == host_b or _covers(host_a, host_b) or _covers(host_b, host_a)
+
+
+def _host_key(host: str) -> str:
+    """An IP literal in its one spelling (``0:0::1`` is ``::1``), a name in lower case."""
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host.lower()
+
+
+def _covers(wildcard: str, host: str) -> bool:
+    """Whether a listener on ``wildcard`` takes the port on ``host`` too (a name may be IPv4)."""
+    family = _WILDCARDS.get(wildcard)
+    if family is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).version == family
+    except ValueError:
+        return family == 4
 
 
 def _server(layers: _Layers) -> ServerSettings:
