@@ -55,6 +55,7 @@ from adapter.effective import effective_toml
 from adapter.embedded.standalone import StandaloneGateway
 from adapter.environment import CONFIG_VARIABLE, config_file, read_environment
 from adapter.errors import ConfigError
+from adapter.listeners import listen_error
 from adapter.logs import configure_logging
 from adapter.probe import dial_target, probe, probe_target
 from adapter.server import AdapterServer, serve
@@ -418,7 +419,7 @@ async def _run_gateway(settings: Settings, listen_flag: str | None) -> None:
     try:
         await gateway.start()
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        raise listen_error("gateway.listen", ListenAddress(host, port), exc) from None
     try:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()

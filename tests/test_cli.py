@@ -299,17 +299,92 @@ async def test_config_mistakes_exit_with_one_line(tmp_path: Path, text: str, mes
     assert message in err
 
 
-@pytest.mark.parametrize("command", ["serve", "gateway"])
-async def test_port_in_use_exits_with_one_line(command: str) -> None:
-    """A port that is taken prints one line and exits non-zero, for both commands."""
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
+IN_USE = {
+    "serve": (["serve", "--listen", "{address}"], {}, "server.listen"),
+    "serve, workers": (
+        ["serve", "--listen", "{address}", "--workers", "2"],
+        {},
+        "server.listen",
+    ),
+    "serve, health": (
+        ["serve", "--listen", "{loopback}:0"],
+        {"NVP_ADAPTER_SERVER_HEALTH_LISTEN": "{address}"},
+        "server.health_listen",
+    ),
+    "serve, metrics": (
+        ["serve", "--listen", "{loopback}:0"],
+        {"NVP_ADAPTER_METRICS_LISTEN": "{address}"},
+        "metrics.listen",
+    ),
+    "gateway": (["gateway", "--listen", "{address}"], {}, "gateway.listen"),
+}
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["IPv4", "IPv6"])
+@pytest.mark.parametrize(("args", "env", "key"), IN_USE.values(), ids=IN_USE.keys())
+async def test_port_in_use_exits_with_one_line(
+    family: socket.AddressFamily, args: list[str], env: dict[str, str], key: str
+) -> None:
+    """A port that is taken is one line, `KEY: HOST:PORT is in use`, as the address is written
+    (IPv6 in brackets), exit 2: for every listener of serve and for gateway."""
+    loopback = "127.0.0.1" if family == socket.AF_INET else "[::1]"
+    with socket.socket(family) as holder:
+        holder.bind((loopback.strip("[]"), 0))
         holder.listen()
-        port = holder.getsockname()[1]
-        code, _, err = await run(command, "--listen", f"127.0.0.1:{port}")
-    assert code == 2
-    assert err.count("\n") == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in err
+        address = f"{loopback}:{holder.getsockname()[1]}"
+        filled = {"address": address, "loopback": loopback}
+        code, out, err = await run(
+            *[arg.format(**filled) for arg in args],
+            env={name: value.format(**filled) for name, value in env.items()},
+        )
+    assert (code, out, err) == (2, "", f"nvp-adapter: error: {key}: {address} is in use\n")
+
+
+NO_SUCH_HOST = "nosuch.invalid"
+UNRESOLVED = {
+    "serve": (
+        ["serve", "--listen", "{host}:{port}", "--upstream", "embedded"],
+        {},
+        "server.listen",
+    ),
+    "serve, workers": (
+        ["serve", "--listen", "{host}:{port}", "--upstream", "embedded", "--workers", "2"],
+        {},
+        "server.listen",
+    ),
+    "serve, health": (
+        ["serve", "--listen", "127.0.0.1:0"],
+        {"NVP_ADAPTER_SERVER_HEALTH_LISTEN": "{host}:{port}"},
+        "server.health_listen",
+    ),
+    "serve, metrics": (
+        ["serve", "--listen", "127.0.0.1:0"],
+        {"NVP_ADAPTER_METRICS_LISTEN": "{host}:{port}"},
+        "metrics.listen",
+    ),
+    "gateway": (["gateway", "--listen", "{host}:{port}"], {}, "gateway.listen"),
+}
+
+
+@pytest.mark.parametrize("port", ["0", "50999"])
+@pytest.mark.parametrize(("args", "env", "key"), UNRESOLVED.values(), ids=UNRESOLVED.keys())
+async def test_a_listen_host_that_does_not_resolve_is_one_line(
+    port: str, args: list[str], env: dict[str, str], key: str
+) -> None:
+    """A host name that does not resolve is said as such, in one line, exit 2: no traceback, no
+    line of grpc's own, for every listener and for port 0 too."""
+    filled = {"host": NO_SUCH_HOST, "port": port}
+    code, out, err = await run(
+        *[arg.format(**filled) for arg in args],
+        env={
+            "NVP_ADAPTER_SERVER_INSECURE": "true",
+            **{name: value.format(**filled) for name, value in env.items()},
+        },
+    )
+    assert (code, out, err.count("\n")) == (2, "", 1), err
+    assert err.startswith(
+        f"nvp-adapter: error: {key}: host name {NO_SUCH_HOST!r} does not resolve"
+    ), err
 
 
 @pytest.mark.parametrize(
