@@ -24,7 +24,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from adapter.config import LogSettings
 
-__all__ = ["FIELDS", "configure_logging"]
+__all__ = ["FIELDS", "configure_logging", "json_line"]
 
 FIELDS = (
     "rpc",
@@ -76,6 +76,21 @@ def json_formatter() -> logging.Formatter:
         timestamp="ts",
         json_ensure_ascii=False,
     )
+
+
+def json_line(
+    message: str, *, level: int = logging.INFO, logger: str = "adapter.cli", **fields: object
+) -> str:
+    """One line as ``json_formatter`` writes it, for what the command prints rather than logs
+    (the start banner, a start-up error), so that in JSON form every line the process writes
+    is an object of one shape.
+
+    >>> json.loads(json_line("ready", address="127.0.0.1:0"))["address"]
+    '127.0.0.1:0'
+    """
+    record = logging.LogRecord(logger, level, "", 0, message, None, None)
+    record.__dict__.update(fields)
+    return json_formatter().format(record)
 
 
 class _Worker(logging.Filter):
