@@ -421,11 +421,10 @@ def _print_first_call(settings: Settings, listening: str) -> None:
     banner = f"nvp-adapter listening on {listening} (upstream: {upstream}{processes})"
     call = f"{' '.join(grpcurl)} mpgs.gateway.v1.SessionService/CreateSession"
     if settings.log.format == "json":
-        hints = {"python": " ".join(first_call)} if python else {}
-        print(
-            json_line(banner, address=listening, upstream=upstream, grpcurl=call, **hints),
-            flush=True,
-        )
+        fields = {"address": listening, "upstream": upstream, "grpcurl": call}
+        if python:
+            fields["python"] = " ".join(first_call)
+        print(json_line(banner, fields), flush=True)
         return
     # Scripts read the first line as it is: `nvp-adapter listening on HOST:PORT (...)`.
     print(
@@ -457,7 +456,7 @@ async def _run_gateway(settings: Settings, listen_flag: str | None) -> None:
         line = _gateway_start_line(gateway)
         if settings.log.format == "json":
             address = format_address(gateway.host, gateway.port)
-            line = json_line(line, address=address, url=gateway.url)
+            line = json_line(line, {"address": address, "url": gateway.url})
         print(line, flush=True)
         await stopping.wait()
     finally:

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
@@ -79,17 +79,21 @@ def json_formatter() -> logging.Formatter:
 
 
 def json_line(
-    message: str, *, level: int = logging.INFO, logger: str = "adapter.cli", **fields: object
+    message: str,
+    fields: Mapping[str, object] | None = None,
+    *,
+    level: int = logging.INFO,
+    logger: str = "adapter.cli",
 ) -> str:
     """One line as ``json_formatter`` writes it, for what the command prints rather than logs
     (the start banner, a start-up error), so that in JSON form every line the process writes
     is an object of one shape.
 
-    >>> json.loads(json_line("ready", address="127.0.0.1:0"))["address"]
+    >>> json.loads(json_line("ready", {"address": "127.0.0.1:0"}))["address"]
     '127.0.0.1:0'
     """
     record = logging.LogRecord(logger, level, "", 0, message, None, None)
-    record.__dict__.update(fields)
+    record.__dict__.update(fields or {})
     return json_formatter().format(record)
 
 
