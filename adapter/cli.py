@@ -55,7 +55,8 @@ from adapter.effective import effective_toml
 from adapter.embedded.standalone import StandaloneGateway
 from adapter.environment import CONFIG_VARIABLE, config_file, read_environment
 from adapter.errors import ConfigError
-from adapter.logs import configure_logging
+from adapter.listeners import format_address, listen_error
+from adapter.logs import configure_logging, json_line
 from adapter.probe import dial_target, probe, probe_target
 from adapter.server import AdapterServer, serve
 from adapter.workers import READY, Supervisor, watch_supervisor
@@ -65,6 +66,10 @@ FIRST_CALL_SCRIPT = "scripts/first_call.py"
 EXIT_UNHEALTHY = 1
 HEALTH_TIMEOUT_SECONDS = 2.0
 HEALTH_TIMEOUT_RANGE = (0.1, 60.0)
+CONFIG_COMMANDS = {
+    "check": "load and check the settings as serve would; print them, secrets as ***",
+}
+"""``nvp-adapter config``'s subcommands and their help."""
 LOOPS = ("auto", "uvloop", "asyncio")
 """``--loop``: the command's default (below), uvloop or fail, asyncio's own."""
 AUTO_LOOP = {"serve": "uvloop", "gateway": "asyncio"}
@@ -128,11 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser("serve", help="run the gRPC server")
     gateway_cmd = commands.add_parser("gateway", help="run the embedded gateway alone, over HTTP")
     config_cmd = commands.add_parser("config", help="about the configuration")
+    # Not required: argparse would say "arguments are required: COMMAND"; main() names them.
     check_cmd = config_cmd.add_subparsers(
-        dest="config_command", required=True, metavar="COMMAND", parser_class=_Parser
+        dest="config_command", metavar="COMMAND", parser_class=_Parser
     ).add_parser(
         "check",
-        help="load and check the settings as serve would; print them, secrets as ***",
+        help=CONFIG_COMMANDS["check"],
     )
     health_cmd = commands.add_parser(
         "health", help="ask a running server's grpc.health.v1: exit 0 when SERVING, 1 otherwise"
@@ -194,14 +200,28 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script; exits with the command's status."""
     args = _parser().parse_args(argv)
+    if args.command == "config" and args.config_command is None:
+        print(
+            f"nvp-adapter config: choose a subcommand: {', '.join(CONFIG_COMMANDS)}",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_CONFIG)
     log_level = getattr(args, "log_level", None)
-    # Until the settings are read, warnings from reading them go out as text at the flag's level.
-    configure_logging(LogSettings(level=log_level or "INFO"))
+    # Until the settings are read, warnings from reading them go out at the flag's level, as
+    # text unless the flag (or, once read, the variable) asks for JSON.
+    configure_logging(LogSettings(level=log_level or "INFO", format=_log_format(args) or "text"))
     if args.command == "health":
         sys.exit(asyncio.run(_health(args.config, args.address, args.timeout)))
+    # The form of the error line, should there be one: serve's and gateway's follow [log] format
+    # as far as it is known when the error comes (the flag, the variable, then the settings).
+    form = _log_format(args)
     try:
         path = config_file(args.config, os.environ)
         overrides = read_environment(os.environ)
+        if args.command in AUTO_LOOP and form is None:
+            form = str(overrides.tables.get("log", {}).get("format", "text"))
+            if form == "json":
+                configure_logging(LogSettings(level=log_level or "INFO", format=form))
         if args.command == "config":
             settings = load_settings(path, overrides=overrides)
             configure_logging(settings.log)
@@ -219,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 overrides=overrides,
                 **log_flags,
             )
+            form = settings.log.format
             configure_logging(settings.log, worker=args.worker)
             loop = _auto("serve", args.loop)
             if args.worker is not None:
@@ -229,13 +250,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                 run_on(loop, _serve(settings))
         else:
             settings = load_settings(path, overrides=overrides, for_gateway=True, **log_flags)
+            form = settings.log.format
             configure_logging(settings.log)
             run_on(_auto("gateway", args.loop), _run_gateway(settings, args.listen))
     except ConfigError as exc:
-        print(f"nvp-adapter: error: {exc}", file=sys.stderr)
+        line = f"nvp-adapter: error: {exc}"
+        print(json_line(line, level=logging.ERROR) if form == "json" else line, file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     except KeyboardInterrupt:  # a signal before the handlers were installed
         sys.exit(130)
+
+
+def _log_format(args: argparse.Namespace) -> str | None:
+    """``--log-format`` where the command has it (serve, gateway), else None."""
+    return getattr(args, "log_format", None)
 
 
 def _auto(command: str, choice: str) -> str:
@@ -390,10 +418,19 @@ def _print_first_call(settings: Settings, listening: str) -> None:
     )
     workers = settings.server.workers
     processes = f"; {workers} workers" if workers > 1 else ""
+    banner = f"nvp-adapter listening on {listening} (upstream: {upstream}{processes})"
+    call = f"{' '.join(grpcurl)} mpgs.gateway.v1.SessionService/CreateSession"
+    if settings.log.format == "json":
+        fields = {"address": listening, "upstream": upstream, "grpcurl": call}
+        if python:
+            fields["python"] = " ".join(first_call)
+        print(json_line(banner, fields), flush=True)
+        return
+    # Scripts read the first line as it is: `nvp-adapter listening on HOST:PORT (...)`.
     print(
-        f"nvp-adapter listening on {listening} (upstream: {upstream}{processes})\n"
+        f"{banner}\n"
         f"First call, with grpcurl:\n"
-        f"  {' '.join(grpcurl)} mpgs.gateway.v1.SessionService/CreateSession\n"
+        f"  {call}\n"
         f"{python}"
         f"Stop with Ctrl-C or SIGTERM; SIGHUP reloads secrets and certificates.",
         flush=True,
@@ -407,7 +444,7 @@ async def _run_gateway(settings: Settings, listen_flag: str | None) -> None:
     try:
         await gateway.start()
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        raise listen_error("gateway.listen", ListenAddress(host, port), exc) from None
     try:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -416,7 +453,11 @@ async def _run_gateway(settings: Settings, listen_flag: str | None) -> None:
         # SIGHUP reads the TLS and password files again, as daemons do, instead of its default
         # action of ending the process.
         loop.add_signal_handler(signal.SIGHUP, gateway.reload)
-        print(_gateway_start_line(gateway), flush=True)
+        line = _gateway_start_line(gateway)
+        if settings.log.format == "json":
+            address = format_address(gateway.host, gateway.port)
+            line = json_line(line, {"address": address, "url": gateway.url})
+        print(line, flush=True)
         await stopping.wait()
     finally:
         await gateway.aclose()

@@ -18,6 +18,7 @@ key begins with that key (``server.listen ...``): that is how its source is foun
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import ipaddress
 import logging
@@ -28,7 +29,7 @@ import stat
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -478,6 +479,7 @@ def load_settings(
         if not for_gateway:
             _check_adapter_credentials(settings)
             _check_embedded_exposure(settings, named=layers.sets("upstream", "url"))
+            _check_listeners(settings)
     except ConfigError as exc:
         raise layers.located(exc) from None
     return settings
@@ -586,6 +588,62 @@ def _check_embedded_exposure(settings: Settings, *, named: bool) -> None:
     )
 
 
+def _check_listeners(settings: Settings) -> None:
+    """No two of ``serve``'s listeners on one address, where the second bind would fail at start.
+
+    ``gateway.listen`` is another process's (``nvp-adapter gateway``) and is left out.
+    """
+    listeners = (
+        ("server.listen", settings.server.listen),
+        ("server.health_listen", settings.server.health_listen),
+        ("metrics.listen", settings.metrics.listen),
+    )
+    seen: list[tuple[str, ListenAddress]] = []
+    for key, text in listeners:
+        if text is None:
+            continue
+        address = parse_listen(text)
+        for other_key, other in seen:
+            _require(
+                not _one_address(address, other),
+                f"{key} {text!r}: the same address as {other_key}; give each listener its own",
+            )
+        seen.append((key, address))
+
+
+_WILDCARDS = {"0.0.0.0": 4, "::": 6}  # noqa: S104 (compared with, never bound)
+
+
+def _one_address(a: ListenAddress, b: ListenAddress) -> bool:
+    """Whether binding both would clash: one socket path, or one TCP port (never port 0) on the
+    same host or on a wildcard of the host's family."""
+    if a.is_unix or b.is_unix:
+        return a.path == b.path
+    if a.port != b.port or a.port == 0:
+        return False
+    host_a, host_b = _host_key(a.host), _host_key(b.host)
+    return host_a == host_b or _covers(host_a, host_b) or _covers(host_b, host_a)
+
+
+def _host_key(host: str) -> str:
+    """An IP literal in its one spelling (``0:0::1`` is ``::1``), a name in lower case."""
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host.lower()
+
+
+def _covers(wildcard: str, host: str) -> bool:
+    """Whether a listener on ``wildcard`` takes the port on ``host`` too (a name may be IPv4)."""
+    family = _WILDCARDS.get(wildcard)
+    if family is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).version == family
+    except ValueError:
+        return family == 4
+
+
 def _server(layers: _Layers) -> ServerSettings:
     return _build(ServerSettings, _with_tls(layers.table("server"), "server"), "server")
 
@@ -651,7 +709,17 @@ def _table(document: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 def _refuse_unknown(table: Mapping[str, Any], known: set[str], prefix: str) -> None:
     for key in table:
-        _require(key in known, f"unknown key '{prefix}{key}'")
+        _require(key in known, f"unknown key '{prefix}{key}'{did_you_mean(key, known, prefix)}")
+
+
+def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """`` (did you mean PREFIXKEY?)`` for the known name closest to a misspelt one, else ``""``.
+
+    >>> did_you_mean("lisen", {"listen", "workers"}, "server.")
+    ' (did you mean server.listen?)'
+    """
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 _TABLES = {"server", "upstream", "merchants", "callers", "gateway", "metrics", "log"}
@@ -803,12 +871,19 @@ def type_name(hint: Any) -> str:
     )
 
 
+_UPSTREAM_FORMS = (
+    f"expected {EMBEDDED!r}, an https:// URL, or an http:// URL to a loopback host "
+    "(localhost, 127.0.0.0/8, ::1)"
+)
+"""Every form ``upstream.url`` takes, for the message about one that is none of them."""
+
+
 def _check_url(url: str) -> None:
     parts = _split_url(url, "upstream.url")
     shown = _shown_url(parts)
     _require(
         parts.scheme in {"https", "http"} and bool(parts.hostname),
-        f"upstream.url {shown!r}: expected 'embedded' or an https:// URL",
+        f"upstream.url {shown!r}: {_UPSTREAM_FORMS}",
     )
     _require(
         parts.username is None and parts.password is None,

@@ -17,7 +17,6 @@ blank than a wish.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -32,6 +31,7 @@ from adapter.config import (
     Overrides,
     ServerSettings,
     UpstreamSettings,
+    did_you_mean,
     type_name,
 )
 from adapter.errors import ConfigError
@@ -152,9 +152,7 @@ def _parse(variable: Variable, text: str) -> object:
 
 
 def _unknown(name: str) -> str:
-    known = [*VARIABLES, CONFIG_VARIABLE]
-    close = difflib.get_close_matches(name.upper(), known, n=1)
-    guess = f" (did you mean {close[0]}?)" if close else ""
+    guess = did_you_mean(name.upper(), [*VARIABLES, CONFIG_VARIABLE])
     *others, last = [f"[{table}]" for table in TABLES]
     tables = f"{', '.join(others)} and {last}"
     return (

@@ -17,7 +17,14 @@ from adapter.config import ListenAddress, ServerSettings
 from adapter.errors import ConfigError
 from adapter.server_tls import ServerTls
 
-__all__ = ["bind", "check_can_bind", "format_address", "reserve_port", "server_options"]
+__all__ = [
+    "bind",
+    "check_can_bind",
+    "format_address",
+    "listen_error",
+    "reserve_port",
+    "server_options",
+]
 
 
 def check_can_bind(host: str, port: int, *, reuse_port: bool = False) -> None:
@@ -27,9 +34,8 @@ def check_can_bind(host: str, port: int, *, reuse_port: bool = False) -> None:
     first turns the common mistakes (port in use, unknown host) into one clear line instead.
     ``reuse_port``: probe as a worker binds, beside its siblings on the same port.
     """
-    if port == 0:
-        return
     failure: OSError | None = None
+    # Port 0 is probed too: the host must resolve to this machine's addresses whatever the port.
     for family, kind, proto, _, address in socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     ):
@@ -70,14 +76,21 @@ def reserve_port(address: ListenAddress, where: str) -> tuple[ListenAddress, soc
             holder.close()
             raise
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot listen on {address}: {_why(exc)}") from None
+        raise listen_error(where, address, exc) from None
     return ListenAddress(address.host, holder.getsockname()[1]), holder
 
 
-def _why(exc: BaseException) -> str:
+def listen_error(where: str, address: ListenAddress, exc: BaseException) -> ConfigError:
+    """The one line for a listener that cannot bind, whichever server failed (grpc, aiohttp):
+    ``KEY: HOST:PORT is in use``, ``KEY: host name 'H' does not resolve``, else the system's
+    reason. The address is shown as written, an IPv6 host in brackets."""
     if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror})"
-    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        detail = "" if exc.errno == socket.EAI_NONAME else f" ({exc.strerror})"
+        return ConfigError(f"{where}: host name {address.host!r} does not resolve{detail}")
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"{where}: {address} is in use")
+    why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    return ConfigError(f"{where}: cannot listen on {address}: {why}")
 
 
 def format_address(host: str, port: int) -> str:
@@ -138,7 +151,7 @@ def bind(
         if address.path is not None:
             os.chmod(address.path, 0o660)
     except (OSError, RuntimeError) as exc:
-        raise ConfigError(f"{where}: cannot listen on {target}: {_why(exc)}") from None
+        raise listen_error(where, address, exc) from None
     if not bound:
         raise ConfigError(f"{where}: cannot listen on {target}: address not available")
     if address.path is not None:

@@ -17,14 +17,14 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
 from adapter.config import LogSettings
 
-__all__ = ["FIELDS", "configure_logging"]
+__all__ = ["FIELDS", "configure_logging", "json_line"]
 
 FIELDS = (
     "rpc",
@@ -76,6 +76,25 @@ def json_formatter() -> logging.Formatter:
         timestamp="ts",
         json_ensure_ascii=False,
     )
+
+
+def json_line(
+    message: str,
+    fields: Mapping[str, object] | None = None,
+    *,
+    level: int = logging.INFO,
+    logger: str = "adapter.cli",
+) -> str:
+    """One line as ``json_formatter`` writes it, for what the command prints rather than logs
+    (the start banner, a start-up error), so that in JSON form every line the process writes
+    is an object of one shape.
+
+    >>> json.loads(json_line("ready", {"address": "127.0.0.1:0"}))["address"]
+    '127.0.0.1:0'
+    """
+    record = logging.LogRecord(logger, level, "", 0, message, None, None)
+    record.__dict__.update(fields or {})
+    return json_formatter().format(record)
 
 
 class _Worker(logging.Filter):

@@ -34,7 +34,7 @@ from adapter.config import (
 )
 from adapter.errors import ConfigError
 from adapter.interceptors import InterceptedHandlers
-from adapter.listeners import bind, server_options
+from adapter.listeners import bind, listen_error, server_options
 from adapter.metrics import Metrics, MetricsListener, upstream_label
 from adapter.redaction import Secret
 from adapter.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
@@ -319,9 +319,7 @@ async def _listen_for_scrapes(metrics: Metrics, address: ListenAddress) -> Metri
     try:
         await listener.start()
     except OSError as exc:
-        raise ConfigError(
-            f"metrics.listen: cannot listen on {address}: {exc.strerror or exc}"
-        ) from None
+        raise listen_error("metrics.listen", address, exc) from None
     return listener
 
 

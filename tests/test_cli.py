@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -119,6 +121,97 @@ async def test_serve_on_the_embedded_gateway(nvp_adapter: Start) -> None:
     assert "mpgs.gateway.v1.SessionService/CreateSession" in out
     assert "Traceback" not in err
     assert DEMO_PASSWORD not in out + err
+
+
+async def test_the_plain_banner_keeps_its_first_line(nvp_adapter: Start) -> None:
+    """In the default text format the first stdout line is exactly what scripts parse:
+    `nvp-adapter listening on HOST:PORT (upstream: embedded gateway)`."""
+    server = await nvp_adapter("serve", "--listen", "127.0.0.1:0")
+    assert re.fullmatch(
+        r"nvp-adapter listening on 127\.0\.0\.1:\d+ \(upstream: embedded gateway\)\n",
+        server.first_line,
+    )
+    assert (await server.stop())[0] == 0
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """Every line of ``text`` as a JSON object; fails on the first line that is not one."""
+    objects = []
+    for line in text.splitlines():
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            pytest.fail(f"not a JSON line: {line!r}")
+        assert isinstance(value, dict), line
+        objects.append(value)
+    return objects
+
+
+async def test_json_format_makes_every_serve_line_json(nvp_adapter: Start, tmp_path: Path) -> None:
+    """`serve --log-format json`: every line on stdout and stderr is a JSON object, the start
+    banner included, which carries the plain banner's first line and the address as a field;
+    so is a warning from reading the settings (a password file others may read)."""
+    password = tmp_path / "password"
+    password.write_text(DEMO_PASSWORD)
+    password.chmod(0o644)
+    config = _config(tmp_path, f"[merchants.{DEMO_MERCHANT}]\npassword_file = '{password}'\n")
+    server = await nvp_adapter(
+        "serve",
+        *("--config", config, "--listen", "127.0.0.1:0"),
+        *("--log-format", "json", "--log-level", "DEBUG"),
+    )
+    [banner] = json_lines(server.first_line)
+    address = banner["address"]
+    assert banner["event"] == f"nvp-adapter listening on {address} (upstream: embedded gateway)"
+    assert banner["level"] == "INFO"
+    assert "mpgs.gateway.v1.SessionService/CreateSession" in banner["grpcurl"]
+    assert (await create_session(address)).result == pb.RESULT_SUCCESS
+    code, out, err = await server.stop()
+    assert code == 0
+    assert json_lines(out) == []
+    events = [line["event"] for line in json_lines(err)]
+    assert any("is readable by every user" in event for event in events)
+    assert "rpc" in events
+    assert "stopped" in events
+
+
+async def test_json_format_makes_every_gateway_line_json(nvp_adapter: Start) -> None:
+    """`gateway --log-format json`: the start line and every log line are JSON objects; the
+    start line carries its text and the address as fields."""
+    gateway = await nvp_adapter(
+        "gateway", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "DEBUG"
+    )
+    [banner] = json_lines(gateway.first_line)
+    address = banner["address"]
+    url = f"http://{address}/api/nvp/version/100"
+    assert banner["event"] == f"embedded gateway listening on {url} (merchants: {DEMO_MERCHANT})"
+    assert banner["url"] == url
+    async with aiohttp.ClientSession() as session, session.post(url, data=nvp_post(GOOD)) as r:
+        assert r.status == 201
+    code, out, err = await gateway.stop()
+    assert code == 0
+    assert json_lines(out) == []
+    assert any(line["event"].startswith("POST /api/nvp/") for line in json_lines(err))
+
+
+@pytest.mark.parametrize("command", ["serve", "gateway"])
+async def test_json_format_makes_a_start_failure_json(command: str) -> None:
+    """A start-up mistake under `--log-format json` (or NVP_ADAPTER_LOG_FORMAT=json) is one
+    JSON line at ERROR with the plain line's text, exit 2."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        address = f"127.0.0.1:{holder.getsockname()[1]}"
+        flagged = await run(command, "--listen", address, "--log-format", "json")
+        from_env = await run(command, "--listen", address, env={"NVP_ADAPTER_LOG_FORMAT": "json"})
+    key = "server.listen" if command == "serve" else "gateway.listen"
+    for code, out, err in (flagged, from_env):
+        assert (code, out) == (2, "")
+        [line] = json_lines(err)
+        assert (line["level"], line["event"]) == (
+            "ERROR",
+            f"nvp-adapter: error: {key}: {address} is in use",
+        )
 
 
 async def test_sigint_also_stops_cleanly(nvp_adapter: Start) -> None:
@@ -299,17 +392,92 @@ async def test_config_mistakes_exit_with_one_line(tmp_path: Path, text: str, mes
     assert message in err
 
 
-@pytest.mark.parametrize("command", ["serve", "gateway"])
-async def test_port_in_use_exits_with_one_line(command: str) -> None:
-    """A port that is taken prints one line and exits non-zero, for both commands."""
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
+IN_USE = {
+    "serve": (["serve", "--listen", "{address}"], {}, "server.listen"),
+    "serve, workers": (
+        ["serve", "--listen", "{address}", "--workers", "2"],
+        {},
+        "server.listen",
+    ),
+    "serve, health": (
+        ["serve", "--listen", "{loopback}:0"],
+        {"NVP_ADAPTER_SERVER_HEALTH_LISTEN": "{address}"},
+        "server.health_listen",
+    ),
+    "serve, metrics": (
+        ["serve", "--listen", "{loopback}:0"],
+        {"NVP_ADAPTER_METRICS_LISTEN": "{address}"},
+        "metrics.listen",
+    ),
+    "gateway": (["gateway", "--listen", "{address}"], {}, "gateway.listen"),
+}
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["IPv4", "IPv6"])
+@pytest.mark.parametrize(("args", "env", "key"), IN_USE.values(), ids=IN_USE.keys())
+async def test_port_in_use_exits_with_one_line(
+    family: socket.AddressFamily, args: list[str], env: dict[str, str], key: str
+) -> None:
+    """A port that is taken is one line, `KEY: HOST:PORT is in use`, as the address is written
+    (IPv6 in brackets), exit 2: for every listener of serve and for gateway."""
+    loopback = "127.0.0.1" if family == socket.AF_INET else "[::1]"
+    with socket.socket(family) as holder:
+        holder.bind((loopback.strip("[]"), 0))
         holder.listen()
-        port = holder.getsockname()[1]
-        code, _, err = await run(command, "--listen", f"127.0.0.1:{port}")
-    assert code == 2
-    assert err.count("\n") == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in err
+        address = f"{loopback}:{holder.getsockname()[1]}"
+        filled = {"address": address, "loopback": loopback}
+        code, out, err = await run(
+            *[arg.format(**filled) for arg in args],
+            env={name: value.format(**filled) for name, value in env.items()},
+        )
+    assert (code, out, err) == (2, "", f"nvp-adapter: error: {key}: {address} is in use\n")
+
+
+NO_SUCH_HOST = "nosuch.invalid"
+UNRESOLVED = {
+    "serve": (
+        ["serve", "--listen", "{host}:{port}", "--upstream", "embedded"],
+        {},
+        "server.listen",
+    ),
+    "serve, workers": (
+        ["serve", "--listen", "{host}:{port}", "--upstream", "embedded", "--workers", "2"],
+        {},
+        "server.listen",
+    ),
+    "serve, health": (
+        ["serve", "--listen", "127.0.0.1:0"],
+        {"NVP_ADAPTER_SERVER_HEALTH_LISTEN": "{host}:{port}"},
+        "server.health_listen",
+    ),
+    "serve, metrics": (
+        ["serve", "--listen", "127.0.0.1:0"],
+        {"NVP_ADAPTER_METRICS_LISTEN": "{host}:{port}"},
+        "metrics.listen",
+    ),
+    "gateway": (["gateway", "--listen", "{host}:{port}"], {}, "gateway.listen"),
+}
+
+
+@pytest.mark.parametrize("port", ["0", "50999"])
+@pytest.mark.parametrize(("args", "env", "key"), UNRESOLVED.values(), ids=UNRESOLVED.keys())
+async def test_a_listen_host_that_does_not_resolve_is_one_line(
+    port: str, args: list[str], env: dict[str, str], key: str
+) -> None:
+    """A host name that does not resolve is said as such, in one line, exit 2: no traceback, no
+    line of grpc's own, for every listener and for port 0 too."""
+    filled = {"host": NO_SUCH_HOST, "port": port}
+    code, out, err = await run(
+        *[arg.format(**filled) for arg in args],
+        env={
+            "NVP_ADAPTER_SERVER_INSECURE": "true",
+            **{name: value.format(**filled) for name, value in env.items()},
+        },
+    )
+    assert (code, out, err.count("\n")) == (2, "", 1), err
+    assert err.startswith(
+        f"nvp-adapter: error: {key}: host name {NO_SUCH_HOST!r} does not resolve"
+    ), err
 
 
 @pytest.mark.parametrize(

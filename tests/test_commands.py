@@ -185,11 +185,81 @@ async def test_config_check_loads_the_gateways_ca_bundle(tmp_path: Path) -> None
 
 
 async def test_config_check_of_a_bad_file_is_one_line(tmp_path: Path) -> None:
-    """An unknown key: nothing on stdout, one line on stderr, exit 2."""
+    """An unknown key: nothing on stdout, one line on stderr with a guess, exit 2."""
     path = write(tmp_path, "[server]\nlisen = '127.0.0.1:0'\n")
     code, out, err = await run("config", "check", "--config", path)
     assert (code, out) == (2, "")
-    assert err == f"nvp-adapter: error: {path}: unknown key 'server.lisen'\n"
+    assert err == (
+        f"nvp-adapter: error: {path}: unknown key 'server.lisen' (did you mean server.listen?)\n"
+    )
+
+
+async def test_config_alone_names_its_subcommand() -> None:
+    """`nvp-adapter config` with no subcommand is one usage line naming `check`, exit 2."""
+    assert await run("config") == (2, "", "nvp-adapter config: choose a subcommand: check\n")
+
+
+CLASHES = {
+    "health on the API's address": (
+        '[server]\nlisten = "127.0.0.1:50051"\nhealth_listen = "127.0.0.1:50051"\n',
+        "server.health_listen '127.0.0.1:50051': the same address as server.listen",
+    ),
+    "metrics on the API's address": (
+        '[server]\nlisten = "127.0.0.1:9464"\n[metrics]\nlisten = "127.0.0.1:9464"\n',
+        "metrics.listen '127.0.0.1:9464': the same address as server.listen",
+    ),
+    "metrics on the health address": (
+        '[server]\nhealth_listen = "[::1]:9000"\n[metrics]\nlisten = "[0:0::1]:9000"\n',
+        "metrics.listen '[0:0::1]:9000': the same address as server.health_listen",
+    ),
+    "health on the wildcard of the API's port": (
+        '[server]\nlisten = "127.0.0.1:7000"\nhealth_listen = "0.0.0.0:7000"\n',
+        "server.health_listen '0.0.0.0:7000': the same address as server.listen",
+    ),
+    "one Unix socket twice": (
+        '[server]\nlisten = "unix:/tmp/a.sock"\nhealth_listen = "unix:/tmp/a.sock"\n',
+        "server.health_listen 'unix:/tmp/a.sock': the same address as server.listen",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "message"), CLASHES.values(), ids=CLASHES.keys())
+async def test_config_check_refuses_two_listeners_on_one_address(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """Two of serve's listeners on one address: one line naming both keys, exit 2, before
+    anything binds; serve refuses it alike."""
+    path = write(tmp_path, text)
+    expected = (2, "", f"nvp-adapter: error: {path}: {message}; give each listener its own\n")
+    assert await run("config", "check", "--config", path) == expected
+
+
+async def test_a_listener_clash_from_the_environment_names_the_variable() -> None:
+    """A clash made by a variable is told with the variable's name, as its other errors are."""
+    env = {"NVP_ADAPTER_METRICS_LISTEN": "127.0.0.1:50051"}
+    assert await run("config", "check", env=env) == (
+        2,
+        "",
+        "nvp-adapter: error: NVP_ADAPTER_METRICS_LISTEN: metrics.listen '127.0.0.1:50051': the "
+        "same address as server.listen; give each listener its own\n",
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[server]\nlisten = "127.0.0.1:0"\nhealth_listen = "127.0.0.1:0"\n'
+        '[metrics]\nlisten = "127.0.0.1:0"\n',
+        '[server]\nlisten = "127.0.0.1:7000"\nhealth_listen = "[::1]:7000"\n',
+        '[server]\nlisten = "127.0.0.1:7000"\nhealth_listen = "127.0.0.2:7000"\n',
+        '[server]\nlisten = "127.0.0.1:7000"\n[metrics]\nlisten = "127.0.0.1:7001"\n',
+    ],
+    ids=["port 0 thrice", "IPv4 and IPv6 loopback", "two loopback addresses", "two ports"],
+)
+async def test_config_check_accepts_listeners_that_do_not_clash(tmp_path: Path, text: str) -> None:
+    """Port 0 is a fresh port each time, and different hosts or ports are different addresses."""
+    code, _, err = await run("config", "check", "--config", write(tmp_path, text))
+    assert (code, err) == (0, "")
 
 
 async def test_config_check_refuses_the_otlp_protocol_serve_refuses() -> None:

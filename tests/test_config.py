@@ -113,6 +113,34 @@ client_cert_file = "/etc/nvp/client.pem"
     assert load_settings(path).merchants["CERTONLY"].password is None
 
 
+GUESSES = {
+    "server key": (
+        "[server]\nlisen = 'x'\n",
+        "unknown key 'server.lisen' (did you mean server.listen?)",
+    ),
+    "table": ("[sever]\nlisten = 'x'\n", "unknown key 'sever' (did you mean server?)"),
+    "merchant key": (
+        "[merchants.M1]\npasword = 'x'\n",
+        "unknown key 'merchants.M1.pasword' (did you mean merchants.M1.password?)",
+    ),
+    "tls key": (
+        "[server.tls]\ncert = 'a'\nkey_file = 'b'\n",
+        "unknown key 'server.tls.cert' (did you mean server.tls.cert_file?)",
+    ),
+    "nothing close": ("[upstream]\nzzz = 1\n", "unknown key 'upstream.zzz'"),
+}
+
+
+@pytest.mark.parametrize(("text", "message"), GUESSES.values(), ids=GUESSES.keys())
+def test_an_unknown_key_comes_with_a_guess(tmp_path: Path, text: str, message: str) -> None:
+    """An unknown key in the file is named with the closest known key, as an unknown variable is;
+    with none close, the message ends at the key."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
 MISTAKES = {
     "unknown top-level table": ("[sever]\nlisten = 'x'\n", "unknown key 'sever'"),
     "unknown server key": ("[server]\nport = 1\n", "unknown key 'server.port'"),
@@ -148,7 +176,10 @@ MISTAKES = {
         "[upstream]\nurl = 'http://10.0.0.1'\n[merchants.M1]\npassword = 'x'\n",
         "plain http is only for loopback hosts",
     ),
-    "not a URL": ("[upstream]\nurl = 'gateway'\n", "expected 'embedded' or an https:// URL"),
+    "not a URL": (
+        "[upstream]\nurl = 'gateway'\n",
+        "expected 'embedded', an https:// URL, or an http:// URL to a loopback",
+    ),
     "URL with a query": (
         "[upstream]\nurl = 'https://gw.example/?x=1'\n[merchants.M1]\npassword = 'x'\n",
         "no query",

@@ -137,7 +137,7 @@ async def test_port_in_use_is_a_config_error() -> None:
             upstream=settings.upstream,
             merchants=settings.merchants,
         )
-        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+        with pytest.raises(ConfigError, match=f"^server.listen: 127.0.0.1:{port} is in use$"):
             await build_server(busy).start()
 
 

@@ -106,6 +106,36 @@ async def test_log_levels_are_case_insensitive(nvp_adapter: Start) -> None:
     assert " DEBUG " in err
 
 
+UPSTREAM_FORMS = (
+    "expected 'embedded', an https:// URL, or an http:// URL to a loopback host "
+    "(localhost, 127.0.0.0/8, ::1)"
+)
+
+
+@pytest.mark.parametrize("source", ["flag", "variable", "file"])
+@pytest.mark.parametrize("url", ["ftp://x", "gateway.example", "http://"])
+async def test_a_bad_upstream_url_names_every_accepted_form(
+    tmp_path: Path, source: str, url: str
+) -> None:
+    """A URL that is none of the accepted forms is one line naming all of them, whether it came
+    from --upstream, NVP_ADAPTER_UPSTREAM_URL or the file."""
+    args, env, where = ["serve"], {}, ""
+    if source == "flag":
+        args += ["--upstream", url]
+    elif source == "variable":
+        env["NVP_ADAPTER_UPSTREAM_URL"] = url
+        where = "NVP_ADAPTER_UPSTREAM_URL: "
+    else:
+        path = config(tmp_path, f"[upstream]\nurl = '{url}'\n")
+        args += ["--config", path]
+        where = f"{path}: "
+    assert await run(*args, env=env) == (
+        2,
+        "",
+        f"nvp-adapter: error: {where}upstream.url {url!r}: {UPSTREAM_FORMS}\n",
+    )
+
+
 async def test_user_info_in_the_upstream_url_is_refused_and_not_echoed(tmp_path: Path) -> None:
     """`https://user:pw@host` is refused, and the error shows the URL without its user info."""
     code, _, err = await run(
