@@ -47,7 +47,9 @@ ALL_MERCHANTS = "*"
 """In a caller's ``merchants`` list: every configured merchant."""
 UNIX_PREFIX = "unix:"
 _T = TypeVar("_T")
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+_LOOPBACK_NAME = "localhost"
+"""The one host name taken for loopback: others (``localhost.``, ``ip6-localhost``) are whatever
+the resolver or a search domain makes of them."""
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CALLER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 log = logging.getLogger("adapter.config")
@@ -868,7 +870,8 @@ def _shown_url(parts: SplitResult) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
+    """An IP literal in 127.0.0.0/8 or ``::1``, or exactly ``localhost`` (any case)."""
+    if host.lower() == _LOOPBACK_NAME:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -225,6 +225,40 @@ def test_allowed_upstream_urls(url: str) -> None:
     assert UpstreamSettings(url=url).url == url
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://LOCALHOST:8080",
+        "http://127.255.255.254:8080",
+        "http://[0:0:0:0:0:0:0:1]:8080",
+    ],
+)
+def test_loopback_is_an_ip_literal_or_exactly_localhost(url: str) -> None:
+    """Any address in 127.0.0.0/8, ``::1`` in any spelling, and the name ``localhost`` are
+    loopback for plain http."""
+    assert UpstreamSettings(url=url).is_loopback
+
+
+NOT_LOOPBACK = ["localhost.", "ip6-localhost", "ip6-loopback", "localhost.localdomain", "127.1"]
+
+
+@pytest.mark.parametrize("host", NOT_LOOPBACK)
+def test_no_other_name_passes_as_loopback_for_plain_http(host: str) -> None:
+    """A host name other than ``localhost`` is whatever a resolver or search domain makes of
+    it: plain http to it is refused like http to any remote host."""
+    with pytest.raises(ConfigError, match="plain http is only for loopback hosts"):
+        UpstreamSettings(url=f"http://{host}:8080")
+
+
+@pytest.mark.parametrize("host", NOT_LOOPBACK)
+def test_no_other_name_passes_as_a_loopback_listen_address(host: str) -> None:
+    """The listening rule reads loopback the same way: plaintext on such a name needs
+    ``server.insecure``."""
+    with pytest.raises(ConfigError, match="is not a loopback address"):
+        ServerSettings(listen=f"{host}:50051")
+    assert ServerSettings(listen=f"{host}:50051", insecure=True).insecure
+
+
 def test_settings_are_frozen() -> None:
     """Settings cannot change once built."""
     settings = ServerSettings()
