@@ -51,6 +51,11 @@ _LOOPBACK_NAME = "localhost"
 """The one host name taken for loopback: others (``localhost.``, ``ip6-localhost``) are whatever
 the resolver or a search domain makes of them."""
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+EMPTY_TOKEN_SHA256 = hashlib.sha256(b"").hexdigest()
+"""The digest of the empty token: never a caller's, or any unusable header would match it."""
+MAX_TOKEN_CHARS = 4096
+"""A bearer token's length at most, in the file and in the call's metadata (grpc refuses
+metadata past 8 KiB); a Kubernetes service account token is 1 to 2 KiB."""
 _CALLER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 log = logging.getLogger("adapter.config")
 
@@ -364,6 +369,10 @@ class CallerSettings:
             "certificate_subject",
         )
         _require(bool(self.merchants), f'{where}.merchants: list at least one merchant, or "*"')
+        _require(
+            self.token_sha256 is None or self.token_sha256.reveal() != EMPTY_TOKEN_SHA256,
+            f"{where}.token_sha256 is the digest of the empty token; a token is never empty",
+        )
         if self.certificate_subject is not None:
             _require(
                 0 < len(self.certificate_subject) <= 1024,
@@ -737,8 +746,16 @@ def _credentials(merchant: str, table: Mapping[str, Any]) -> MerchantCredentials
     )
 
 
-def token_digest(token: str) -> Secret:
-    """The hex SHA-256 digest of a bearer token: the only form in which the adapter keeps it."""
+def token_digest(token: str, where: str = "callers") -> Secret:
+    """The hex SHA-256 digest of a bearer token: the only form in which the adapter keeps it.
+
+    Raises ``ConfigError`` (its message begins with ``where``) for an empty token, or one over
+    ``MAX_TOKEN_CHARS``: no call could present it.
+    """
+    _require(bool(token), f"{where}: the token is empty")
+    _require(
+        len(token) <= MAX_TOKEN_CHARS, f"{where}: the token is over {MAX_TOKEN_CHARS} characters"
+    )
     return Secret(hashlib.sha256(token.encode()).hexdigest())
 
 
@@ -759,9 +776,9 @@ def _caller(name: str, table: Mapping[str, Any]) -> CallerSettings:
         )
         digest = Secret(table["token_sha256"])
     elif source == "token_env":
-        digest = token_digest(_from_env(table["token_env"], where))
+        digest = token_digest(_from_env(table["token_env"], where), f"{where}.token_env")
     elif source == "token_file":
-        digest = token_digest(read_secret_file(table["token_file"], where))
+        digest = token_digest(read_secret_file(table["token_file"], where), f"{where}.token_file")
     subject = table.get("certificate_subject")
     _require(subject is None or isinstance(subject, str), f"{where}.certificate_subject: a string")
     return CallerSettings(

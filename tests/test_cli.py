@@ -299,6 +299,26 @@ async def test_config_mistakes_exit_with_one_line(tmp_path: Path, text: str, mes
     assert message in err
 
 
+EMPTY_TOKEN_DIGEST = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@pytest.mark.parametrize("command", [["config", "check"], ["serve"]])
+async def test_the_empty_tokens_digest_exits_with_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """``token_sha256`` of the empty string would let any unusable header in: refused at start
+    by ``config check`` and ``serve`` alike, one line naming the key, exit 2."""
+    config = _config(
+        tmp_path,
+        "[server]\nlisten = '127.0.0.1:0'\n"
+        f"[callers.checkout]\ntoken_sha256 = '{EMPTY_TOKEN_DIGEST}'\nmerchants = ['*']\n",
+    )
+    code, out, err = await run(*command, "--config", config)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert "callers.checkout.token_sha256 is the digest of the empty token" in err
+
+
 @pytest.mark.parametrize("command", ["serve", "gateway"])
 async def test_port_in_use_exits_with_one_line(command: str) -> None:
     """A port that is taken prints one line and exits non-zero, for both commands."""

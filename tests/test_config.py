@@ -9,6 +9,7 @@ import pytest
 from adapter.config import (
     DEMO_MERCHANT,
     DEMO_PASSWORD,
+    CallerSettings,
     ServerSettings,
     UpstreamSettings,
     load_settings,
@@ -172,6 +173,51 @@ def test_mistakes_are_one_clear_line(tmp_path: Path, text: str, message: str) ->
     assert message in str(caught.value)
     assert str(path) in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+EMPTY_TOKEN_DIGEST = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+CALLER = "[callers.checkout]\nmerchants = ['*']\n"
+TOKEN_MISTAKES = {
+    "the empty token's digest": (
+        f"token_sha256 = '{EMPTY_TOKEN_DIGEST}'\n",
+        "callers.checkout.token_sha256 is the digest of the empty token",
+    ),
+    "an empty token variable": ("token_env = 'NVP_ADAPTER_TEST_EMPTY'\n", "is empty"),
+    "an empty token file": ("token_file = '{empty}'\n", "is empty"),
+    "a token over 4096 characters": (
+        "token_file = '{long}'\n",
+        "callers.checkout.token_file: the token is over 4096 characters",
+    ),
+}
+
+
+@pytest.mark.parametrize(("line", "message"), TOKEN_MISTAKES.values(), ids=TOKEN_MISTAKES.keys())
+def test_a_caller_token_is_never_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str, message: str
+) -> None:
+    """No source of a caller's token may give the empty token (whose digest any header that
+    carries no token would match), nor one longer than a call may present."""
+    monkeypatch.setenv("NVP_ADAPTER_TEST_EMPTY", "")
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "long").write_text("t" * 4097)
+    text = CALLER + line.format(empty=tmp_path / "empty", long=tmp_path / "long")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_empty_tokens_digest_is_refused_however_settings_are_built() -> None:
+    """Settings built in code are held to the same rule as the file."""
+    with pytest.raises(ConfigError, match="digest of the empty token"):
+        CallerSettings("checkout", frozenset("*"), token_sha256=Secret(EMPTY_TOKEN_DIGEST))
+
+
+def test_a_token_of_4096_characters_is_accepted(tmp_path: Path) -> None:
+    """The bound is inclusive: 4096 characters is a token."""
+    (tmp_path / "token").write_text("t" * 4096)
+    settings = load_settings(write(tmp_path, CALLER + f"token_file = '{tmp_path / 'token'}'\n"))
+    assert settings.callers["checkout"].token_sha256 is not None
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
