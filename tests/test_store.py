@@ -16,9 +16,9 @@ from adapter.embedded.store import (
     SESSION_ID_PREFIX,
     RandomBytes,
     SessionStore,
+    StoredSession,
     StoreFull,
     StoreLimits,
-    StoredSession,
     fair_share,
     session_id_chars,
 )
