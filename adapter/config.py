@@ -283,6 +283,8 @@ class GatewaySettings:
     """The ``[gateway]`` table: ``nvp-adapter gateway``, the embedded gateway over HTTP(S)."""
 
     listen: str = "127.0.0.1:8080"
+    insecure: bool = False
+    """Allow plain HTTP on an address that is not loopback: say it, or set ``[gateway.tls]``."""
     tls: TlsFiles | None = None
     """Serve HTTPS; with ``client_ca_file``, a verified client certificate whose subject CN is
     the merchant id stands in for ``apiPassword`` (certificate authentication)."""
@@ -296,6 +298,11 @@ class GatewaySettings:
     def __post_init__(self) -> None:
         address = _listen_address("gateway.listen", self.listen)
         _require(not address.is_unix, "gateway.listen: expected HOST:PORT")
+        _require(
+            address.is_loopback or self.tls is not None or self.insecure,
+            f"gateway.listen {self.listen!r} is not a loopback address: set [gateway.tls], or "
+            "gateway.insecure = true to serve plain HTTP on it anyway",
+        )
         _bounded("gateway.max_connections", self.max_connections, 1, 10_000)
         _bounded("gateway.request_timeout_seconds", self.request_timeout_seconds, 0.1, 3600)
         _bounded("gateway.keepalive_timeout_seconds", self.keepalive_timeout_seconds, 0.1, 3600)
@@ -465,6 +472,7 @@ def load_settings(
     health_listen: str | None = None,
     workers: int | None = None,
     upstream: str | None = None,
+    gateway_listen: str | None = None,
     log_level: str | None = None,
     log_format: str | None = None,
     overrides: Overrides | None = None,
@@ -481,6 +489,7 @@ def load_settings(
     flags: dict[str, dict[str, object]] = {
         "server": {"listen": listen, "health_listen": health_listen, "workers": workers},
         "upstream": {"url": upstream},
+        "gateway": {"listen": gateway_listen},
         "log": {"level": log_level, "format": log_format},
     }
     layers = _Layers.read(path, overrides, flags)

@@ -319,6 +319,26 @@ async def test_the_empty_tokens_digest_exits_with_one_line(
     assert "callers.checkout.token_sha256 is the digest of the empty token" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "config"),
+    [
+        (["--listen", "0.0.0.0:0"], ""),
+        ([], "[gateway]\nlisten = '0.0.0.0:0'\n"),
+        (["--listen", "localhost.:0"], ""),
+    ],
+    ids=["flag", "file", "a name that is not localhost"],
+)
+async def test_gateway_refuses_plain_http_off_loopback(
+    tmp_path: Path, args: list[str], config: str
+) -> None:
+    """``gateway`` follows ``serve``'s listening rule: plain HTTP on an address that is not
+    loopback is refused, one line naming the key, exit 2, nothing served."""
+    code, out, err = await run("gateway", "--config", _config(tmp_path, config), *args)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert "is not a loopback address: set [gateway.tls], or gateway.insecure = true" in err
+
+
 @pytest.mark.parametrize("command", ["serve", "gateway"])
 async def test_port_in_use_exits_with_one_line(command: str) -> None:
     """A port that is taken prints one line and exits non-zero, for both commands."""

@@ -10,7 +10,9 @@ from adapter.config import (
     DEMO_MERCHANT,
     DEMO_PASSWORD,
     CallerSettings,
+    GatewaySettings,
     ServerSettings,
+    TlsFiles,
     UpstreamSettings,
     load_settings,
     parse_host_port,
@@ -303,6 +305,19 @@ def test_no_other_name_passes_as_a_loopback_listen_address(host: str) -> None:
     with pytest.raises(ConfigError, match="is not a loopback address"):
         ServerSettings(listen=f"{host}:50051")
     assert ServerSettings(listen=f"{host}:50051", insecure=True).insecure
+
+
+@pytest.mark.parametrize(
+    "listen",
+    ["0.0.0.0:8080", "[::]:8080", "10.0.0.7:8080", "localhost.:8080"],
+)
+def test_the_gateway_listens_off_loopback_only_when_told(listen: str) -> None:
+    """``[gateway]`` follows ``[server]``'s listening rule: plain HTTP off loopback needs
+    ``gateway.insecure = true``, or ``[gateway.tls]`` makes it HTTPS (nothing binds here)."""
+    with pytest.raises(ConfigError, match=r"is not a loopback address: set \[gateway\.tls\]"):
+        GatewaySettings(listen=listen)
+    assert GatewaySettings(listen=listen, insecure=True).insecure
+    assert GatewaySettings(listen=listen, tls=TlsFiles("cert.pem", "key.pem")).tls is not None
 
 
 def test_settings_are_frozen() -> None:
