@@ -430,4 +430,3 @@ def _gateway_start_line(running: StandaloneGateway) -> str:
     )
     certificates = "; client certificates asked for" if running.asks_for_client_cert else ""
     return f"embedded gateway listening on {running.url} (merchants: {merchants}){certificates}"
-
