@@ -21,7 +21,7 @@ from adapter.app import build_server
 from adapter.config import MetricsSettings
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from tests.conftest import make_settings
-from tests.test_cli import Start, nvp_adapter  # noqa: F401 (a fixture)
+from tests.test_cli import COMMAND, START_TIMEOUT
 
 HOST = "127.0.0.1"
 SECRET = b"S3CRETpw0rd4711"
@@ -148,16 +148,27 @@ async def test_a_flood_of_refused_requests_writes_ten_lines_a_second(
     assert sum(len(line) for line in lines) < 100 * 11 * windows
 
 
-async def test_the_gateway_process_logs_no_request_at_its_default_level(
-    nvp_adapter: Start,  # noqa: F811 (the fixture imported above)
-) -> None:
+async def test_the_gateway_process_logs_no_request_at_its_default_level() -> None:
     """``nvp-adapter gateway`` at its default log level: the probe's request leaves neither the
-    secret nor a traceback on stderr."""
-    gateway = await nvp_adapter("gateway", "--listen", f"{HOST}:0")
-    port = int(gateway.address.rpartition(":")[2])
-    answer = await exchange(port, MALFORMED["bare LF line endings"])
-    code, _, err = await gateway.stop(signal.SIGTERM)
-    assert code == 0
+    secret nor a traceback on stderr, only the one line about it."""
+    proc = await asyncio.create_subprocess_exec(
+        *COMMAND,
+        "gateway",
+        "--listen",
+        f"{HOST}:0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)).decode()
+        port = int(line.split("/api/")[0].rsplit(":", 1)[1])
+        answer = await exchange(port, MALFORMED["bare LF line endings"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 15)
+    err = stderr.decode()
+    assert proc.returncode == 0
     assert SECRET not in answer
     assert SECRET.decode() not in err
     assert "Traceback" not in err
