@@ -121,6 +121,28 @@ async def test_a_request_with_bare_line_feeds_is_one_line_naming_its_error(
     ]
 
 
+async def test_the_gateways_debug_line_names_only_fields_it_knows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A password after a mistyped ``=`` is part of a field name: the DEBUG line lists the names
+    the gateway knows and only counts the others."""
+    caplog.set_level(logging.DEBUG)
+    gateway = EmbeddedGateway({"TESTMERCHANT": "0f1e2d3c4b5a69788796a5b4c3d2e1f0"})
+    runner, port = await start_http_gateway(gateway, HOST, 0)
+    try:
+        body = b"apiOperation=CREATE_SESSION&merchant=TESTMERCHANT&apiPassword:" + SECRET + b"="
+        head = b"POST /api/nvp/version/100 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        answer = await exchange(port, head % len(body) + b"Connection: close\r\n\r\n" + body)
+    finally:
+        await runner.cleanup()
+    assert answer.startswith(b"HTTP/1.1 401 ")  # no apiPassword
+    lines = [r.getMessage() for r in caplog.records if r.name == "adapter.embedded.http"]
+    assert lines == [
+        'POST /api/nvp/version/100: 401; fields ["apiOperation", "merchant"] and 1 other'
+    ]
+    assert SECRET.decode() not in caplog.text
+
+
 async def test_a_flood_of_refused_requests_writes_ten_lines_a_second(
     listener: Listen, caplog: pytest.LogCaptureFixture
 ) -> None:

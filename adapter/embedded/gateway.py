@@ -419,6 +419,14 @@ def _size(value: str | None) -> int:
     return 0 if value is None else len(value.encode("utf-8"))
 
 
+def known_field(name: str) -> bool:
+    """Whether some operation of the gateway takes a field of this name."""
+    return name in _ANY_OPERATION or session_fields.is_session_field(name)
+
+
+_ANY_OPERATION = frozenset().union(*_ACCEPTED.values())
+
+
 def _check_field_names(fields: Mapping[str, str], operation: str) -> None:
     accepted = _ACCEPTED[operation]
     for name in fields:  # the first one in the body is the one named, as a client sent it
