@@ -25,20 +25,19 @@ from typing import Any
 import grpc
 
 from adapter.access import current_record
-from adapter.config import CallerSettings
+from adapter.config import MAX_TOKEN_CHARS, CallerSettings
 from adapter.errors import CallerUnauthenticated
 from adapter.interceptors import Behaviour, responses, wrap_behaviour
 from adapter.redaction import Secret
 from adapter.status import rich_status
 
-__all__ = ["CallerAuthentication", "Callers", "current_caller"]
+__all__ = ["CallerAuthentication", "Callers", "bearer_token", "current_caller"]
 
 log = logging.getLogger("adapter.callers")
 
 UNAUTHENTICATED_SERVICES = ("/grpc.health.v1.Health/",)
 """Methods under these prefixes answer without authentication: probes must reach them."""
 _BEARER = "bearer "
-_MAX_AUTHORIZATION_CHARS = 4096  # grpc itself refuses metadata past 8 KiB
 _CERTIFICATE_PROPERTIES = ("peer_uri", "peer_dns", "x509_common_name")
 """Where grpc's auth context holds a verified client certificate's URI SANs, DNS SANs and CN."""
 
@@ -73,10 +72,12 @@ class Callers:
         self, metadata: Sequence[tuple[str, str | bytes]], auth_context: Mapping[str, Any]
     ) -> CallerSettings | None:
         """The caller a call's ``authorization`` metadata or client certificate proves; or None."""
-        token = _bearer_token(metadata)
-        if token is not None:
-            return self._by_token(token)
-        return self._by_certificate(auth_context)
+        value = _authorization(metadata)
+        if value is None:
+            return self._by_certificate(auth_context)
+        # Present: a token, or nothing at all; never matched against a certificate.
+        token = bearer_token(value)
+        return None if token is None else self._by_token(token)
 
     def _by_token(self, token: bytes) -> CallerSettings | None:
         digest = hashlib.sha256(token).hexdigest().encode()
@@ -100,13 +101,27 @@ class Callers:
         return None
 
 
-def _bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> bytes | None:
+def _authorization(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+    """The call's first ``authorization`` value; None when it has none."""
     for key, value in metadata:
         if key == "authorization" and isinstance(value, str):
-            if len(value) > _MAX_AUTHORIZATION_CHARS or not value.lower().startswith(_BEARER):
-                return b""  # present but unusable: refused, never matched against a certificate
-            return value[len(_BEARER) :].strip().encode()
+            return value
     return None
+
+
+def bearer_token(authorization: str) -> bytes | None:
+    """The token of ``Bearer <token>`` (the scheme in any case); None for anything else.
+
+    An empty token, another scheme, no scheme or a token over ``MAX_TOKEN_CHARS`` is no token:
+    it is never hashed, so it can match no caller whatever the configuration holds.
+
+    >>> bearer_token("Bearer abc"), bearer_token("Basic Zm9v"), bearer_token("Bearer ")
+    (b'abc', None, None)
+    """
+    scheme, token = authorization[: len(_BEARER)], authorization[len(_BEARER) :].strip()
+    if scheme.lower() != _BEARER or not token or len(token) > MAX_TOKEN_CHARS:
+        return None
+    return token.encode()
 
 
 class CallerAuthentication:

@@ -48,7 +48,6 @@ from adapter.config import (
     Settings,
     load_server_settings,
     load_settings,
-    parse_host_port,
     parse_listen,
 )
 from adapter.effective import effective_toml
@@ -249,10 +248,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             else:
                 run_on(loop, _serve(settings))
         else:
-            settings = load_settings(path, overrides=overrides, for_gateway=True, **log_flags)
+            settings = load_settings(
+                path, gateway_listen=args.listen, overrides=overrides, for_gateway=True, **log_flags
+            )
             form = settings.log.format
             configure_logging(settings.log)
-            run_on(_auto("gateway", args.loop), _run_gateway(settings, args.listen))
+            run_on(_auto("gateway", args.loop), _run_gateway(settings))
     except ConfigError as exc:
         line = f"nvp-adapter: error: {exc}"
         print(json_line(line, level=logging.ERROR) if form == "json" else line, file=sys.stderr)
@@ -437,14 +438,14 @@ def _print_first_call(settings: Settings, listening: str) -> None:
     )
 
 
-async def _run_gateway(settings: Settings, listen_flag: str | None) -> None:
-    listen = listen_flag or settings.gateway.listen  # the flag over [gateway] listen
-    host, port = _listen_address(listen)
-    gateway = StandaloneGateway(settings, host, port)
+async def _run_gateway(settings: Settings) -> None:
+    listen = settings.gateway.listen  # --listen over [gateway] listen
+    address = parse_listen(listen)
+    gateway = StandaloneGateway(settings, address.host, address.port)
     try:
         await gateway.start()
     except OSError as exc:
-        raise listen_error("gateway.listen", ListenAddress(host, port), exc) from None
+        raise listen_error("gateway.listen", address, exc) from None
     try:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -455,8 +456,8 @@ async def _run_gateway(settings: Settings, listen_flag: str | None) -> None:
         loop.add_signal_handler(signal.SIGHUP, gateway.reload)
         line = _gateway_start_line(gateway)
         if settings.log.format == "json":
-            address = format_address(gateway.host, gateway.port)
-            line = json_line(line, {"address": address, "url": gateway.url})
+            where = format_address(gateway.host, gateway.port)
+            line = json_line(line, {"address": where, "url": gateway.url})
         print(line, flush=True)
         await stopping.wait()
     finally:
@@ -470,10 +471,3 @@ def _gateway_start_line(running: StandaloneGateway) -> str:
     )
     certificates = "; client certificates asked for" if running.asks_for_client_cert else ""
     return f"embedded gateway listening on {running.url} (merchants: {merchants}){certificates}"
-
-
-def _listen_address(listen: str) -> tuple[str, int]:
-    try:
-        return parse_host_port(listen)
-    except ValueError as exc:
-        raise ConfigError(f"--listen {listen!r}: {exc}") from None

@@ -48,8 +48,15 @@ ALL_MERCHANTS = "*"
 """In a caller's ``merchants`` list: every configured merchant."""
 UNIX_PREFIX = "unix:"
 _T = TypeVar("_T")
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+_LOOPBACK_NAME = "localhost"
+"""The one host name taken for loopback: others (``localhost.``, ``ip6-localhost``) are whatever
+the resolver or a search domain makes of them."""
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+EMPTY_TOKEN_SHA256 = hashlib.sha256(b"").hexdigest()
+"""The digest of the empty token: never a caller's, or any unusable header would match it."""
+MAX_TOKEN_CHARS = 4096
+"""A bearer token's length at most, in the file and in the call's metadata (grpc refuses
+metadata past 8 KiB); a Kubernetes service account token is 1 to 2 KiB."""
 _CALLER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 log = logging.getLogger("adapter.config")
 
@@ -277,6 +284,8 @@ class GatewaySettings:
     """The ``[gateway]`` table: ``nvp-adapter gateway``, the embedded gateway over HTTP(S)."""
 
     listen: str = "127.0.0.1:8080"
+    insecure: bool = False
+    """Allow plain HTTP on an address that is not loopback: say it, or set ``[gateway.tls]``."""
     tls: TlsFiles | None = None
     """Serve HTTPS; with ``client_ca_file``, a verified client certificate whose subject CN is
     the merchant id stands in for ``apiPassword`` (certificate authentication)."""
@@ -290,6 +299,11 @@ class GatewaySettings:
     def __post_init__(self) -> None:
         address = _listen_address("gateway.listen", self.listen)
         _require(not address.is_unix, "gateway.listen: expected HOST:PORT")
+        _require(
+            address.is_loopback or self.tls is not None or self.insecure,
+            f"gateway.listen {self.listen!r} is not a loopback address: set [gateway.tls], or "
+            "gateway.insecure = true to serve plain HTTP on it anyway",
+        )
         _bounded("gateway.max_connections", self.max_connections, 1, 10_000)
         _bounded("gateway.request_timeout_seconds", self.request_timeout_seconds, 0.1, 3600)
         _bounded("gateway.keepalive_timeout_seconds", self.keepalive_timeout_seconds, 0.1, 3600)
@@ -363,6 +377,10 @@ class CallerSettings:
             "certificate_subject",
         )
         _require(bool(self.merchants), f'{where}.merchants: list at least one merchant, or "*"')
+        _require(
+            self.token_sha256 is None or self.token_sha256.reveal() != EMPTY_TOKEN_SHA256,
+            f"{where}.token_sha256 is the digest of the empty token; a token is never empty",
+        )
         if self.certificate_subject is not None:
             _require(
                 0 < len(self.certificate_subject) <= 1024,
@@ -455,6 +473,7 @@ def load_settings(
     health_listen: str | None = None,
     workers: int | None = None,
     upstream: str | None = None,
+    gateway_listen: str | None = None,
     log_level: str | None = None,
     log_format: str | None = None,
     overrides: Overrides | None = None,
@@ -471,6 +490,7 @@ def load_settings(
     flags: dict[str, dict[str, object]] = {
         "server": {"listen": listen, "health_listen": health_listen, "workers": workers},
         "upstream": {"url": upstream},
+        "gateway": {"listen": gateway_listen},
         "log": {"level": log_level, "format": log_format},
     }
     layers = _Layers.read(path, overrides, flags)
@@ -803,8 +823,16 @@ def _credentials(merchant: str, table: Mapping[str, Any]) -> MerchantCredentials
     )
 
 
-def token_digest(token: str) -> Secret:
-    """The hex SHA-256 digest of a bearer token: the only form in which the adapter keeps it."""
+def token_digest(token: str, where: str = "callers") -> Secret:
+    """The hex SHA-256 digest of a bearer token: the only form in which the adapter keeps it.
+
+    Raises ``ConfigError`` (its message begins with ``where``) for an empty token, or one over
+    ``MAX_TOKEN_CHARS``: no call could present it.
+    """
+    _require(bool(token), f"{where}: the token is empty")
+    _require(
+        len(token) <= MAX_TOKEN_CHARS, f"{where}: the token is over {MAX_TOKEN_CHARS} characters"
+    )
     return Secret(hashlib.sha256(token.encode()).hexdigest())
 
 
@@ -825,9 +853,9 @@ def _caller(name: str, table: Mapping[str, Any]) -> CallerSettings:
         )
         digest = Secret(table["token_sha256"])
     elif source == "token_env":
-        digest = token_digest(_from_env(table["token_env"], where))
+        digest = token_digest(_from_env(table["token_env"], where), f"{where}.token_env")
     elif source == "token_file":
-        digest = token_digest(read_secret_file(table["token_file"], where))
+        digest = token_digest(read_secret_file(table["token_file"], where), f"{where}.token_file")
     subject = table.get("certificate_subject")
     _require(subject is None or isinstance(subject, str), f"{where}.certificate_subject: a string")
     return CallerSettings(
@@ -943,7 +971,8 @@ def _shown_url(parts: SplitResult) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
+    """An IP literal in 127.0.0.0/8 or ``::1``, or exactly ``localhost`` (any case)."""
+    if host.lower() == _LOOPBACK_NAME:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -29,6 +29,12 @@ connection already open).
 Refusals (the cap, a request timeout, an ``accept()`` that failed for want of file descriptors)
 are counted and logged as one WARNING line per interval, never one line, let alone a traceback,
 per connection.
+
+A request aiohttp refuses (one it cannot parse, or whose handler failed) is answered with a fixed
+text and logged as one line naming the error's type, through a ``RateLimitedLog`` (at most 10
+lines a second, then a count of those suppressed): aiohttp's own ``handle_error`` logs a
+traceback whose message quotes the raw request, body and ``apiPassword`` included, and echoes it
+in the 400 answer. ``QuietRequestHandler`` overrides that hook.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import typing
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from enum import Enum
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -49,6 +56,8 @@ __all__ = [
     "ConnectionGuard",
     "ConnectionLimits",
     "GuardedSite",
+    "QuietRequestHandler",
+    "RateLimitedLog",
     "SslContextSource",
     "start_guarded_app",
 ]
@@ -155,6 +164,88 @@ class RefusalLog:
 
 def _many(count: int, noun: str) -> str:
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+REFUSED_REQUEST_LINES_PER_SECOND = 10
+"""Lines about refused requests a listener logs at most per second; the rest are counted."""
+
+
+class RateLimitedLog:
+    """At most ``per_second`` WARNING lines a second to ``logger``; those past it are counted,
+    and their count is logged as one line when the second is over (or at ``flush``).
+
+    A second begins with the first line after a quiet one, so a flood of any length writes at
+    most ``per_second`` + 1 lines a second.
+    """
+
+    def __init__(
+        self, logger: logging.Logger, per_second: int = REFUSED_REQUEST_LINES_PER_SECOND
+    ) -> None:
+        self._log_to = logger
+        self._per_second = per_second
+        self._written = 0
+        self._suppressed = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def warning(self, message: str, *args: object) -> None:
+        """Log ``message % args``, unless this second's lines are used up: then count it."""
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(1.0, self.flush)
+        if self._written < self._per_second:
+            self._written += 1
+            self._log_to.warning(message, *args)
+        else:
+            self._suppressed += 1
+
+    def flush(self) -> None:
+        """Log the count of lines suppressed so far, if any, and start a new second."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._suppressed:
+            self._log_to.warning(
+                "(%s similar suppressed in the last second)", f"{self._suppressed:,}"
+            )
+        self._written = self._suppressed = 0
+
+
+class QuietRequestHandler(web.RequestHandler):
+    """aiohttp's protocol for one connection, but a refused request is answered with a fixed
+    text and logged as one rate-limited line naming the error's type, never its message.
+
+    aiohttp's parser errors quote the bytes they choked on (the whole request when its line
+    endings are bare LFs, a password in the body included); a handler's exception may quote
+    what it was given. Neither reaches a log line or an answer from here.
+    """
+
+    def __init__(self, manager: web.Server, *, lines: RateLimitedLog, **kwargs: Any) -> None:
+        super().__init__(manager, loop=asyncio.get_running_loop(), **kwargs)
+        self._lines = lines
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """The answer to a request aiohttp could not parse (400), whose handler failed (500)
+        or timed out (504); ``message``, which quotes the request, is never used."""
+        what = "timed out" if exc is None else type(exc).__name__
+        self._lines.warning("refused a request from %s: %d, %s", request.remote, status, what)
+        if request.writer.output_size > 0:  # as aiohttp's: a response is under way, cut it
+            raise ConnectionError("a response was already being sent")
+        phrase = HTTPStatus(status).phrase
+        response = web.Response(status=status, text=f"{status} {phrase}\n")
+        response.force_close()
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp's other unexpected failures: one rate-limited line with the exception's type
+        (its message and traceback may quote the request)."""
+        exc = kw.get("exc_info")
+        what = type(exc).__name__ if isinstance(exc, BaseException) else "no exception"
+        self._lines.warning("unexpected failure serving a request: %s", what)
 
 
 class _State(Enum):
@@ -378,6 +469,8 @@ class ConnectionGuard:
     ) -> None:
         self.settings = settings
         self.refusals = RefusalLog(settings, log_interval, logger)
+        self.refused_requests = RateLimitedLog(logger)
+        """Where ``QuietRequestHandler`` logs the requests aiohttp refused."""
         self._handler_factory = new_handler
         self._ssl_context = ssl_context
         self._open: set[_GuardedConnection] = set()
@@ -498,6 +591,7 @@ class GuardedSite(web.BaseSite):
         await super().stop()
         await self._guard.abort_unattached()
         self._guard.refusals.flush()
+        self._guard.refused_requests.flush()
         loop = self._loop
         if loop is not None and loop.get_exception_handler() == self._handler:
             loop.set_exception_handler(self._previous_handler)
@@ -543,7 +637,8 @@ async def start_guarded_app(
         server = runner.server
         if server is None:  # connections are accepted only after runner.setup()
             raise RuntimeError("the runner is not set up")
-        return server()
+        # What server() makes, with the runner's one handler setting (no access log).
+        return QuietRequestHandler(server, lines=guard.refused_requests, access_log=None)
 
     guard = ConnectionGuard(
         new_handler, limits, ssl_context, log_interval=log_interval, logger=logger

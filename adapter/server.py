@@ -329,7 +329,8 @@ def _reload_password(client: UpstreamClient, merchant: str, path: str) -> None:
 
 
 def _reload_token(callers: Callers, name: str, path: str) -> None:
-    callers.replace_token(name, token_digest(read_secret_file(path, f"callers.{name}.token_file")))
+    where = f"callers.{name}.token_file"
+    callers.replace_token(name, token_digest(read_secret_file(path, where), where))
 
 
 async def serve(server: AdapterServer, on_ready: Callable[[AdapterServer], None]) -> None:

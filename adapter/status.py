@@ -69,6 +69,8 @@ client limit with room for the other trailers."""
 ELLIPSIS = "\N{HORIZONTAL ELLIPSIS}"
 """Ends a text that was clipped, in place of its last character, so the length stays in bound."""
 _INTERNAL = "internal error in the adapter"
+UNKNOWN_CAUSE = "UNKNOWN_CAUSE"
+"""The reason of a gateway cause this version does not know, where its own word cannot stand."""
 _REASON_FORMAT = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")
 _MAX_REASON_LENGTH = 63
 _AUTH_STATUSES = frozenset({401, 403})
@@ -98,6 +100,8 @@ class _Status:
     metadata: dict[str, str] = field(default_factory=dict)
     details: list[Message] = field(default_factory=list)
     retry_after: float | None = None
+    from_peer: bool = False
+    """The reason is the gateway's own word (a cause this version does not know)."""
 
 
 FieldPath = Callable[[str], str]
@@ -131,8 +135,10 @@ def rich_status(exc: BaseException, field_path: FieldPath = str) -> RichStatus:
 
 
 def reason_of(exc: BaseException) -> str:
-    """The ErrorInfo reason ``exc`` is answered with (for metrics: no status is built)."""
-    return _classify(exc, str).reason
+    """The ErrorInfo reason ``exc`` is answered with, as a metric label: no status is built, and
+    a cause the gateway made up is ``UNKNOWN_CAUSE``, so that no peer can add a series."""
+    status = _classify(exc, str)
+    return UNKNOWN_CAUSE if status.from_peer else status.reason
 
 
 def internal_status() -> RichStatus:
@@ -322,9 +328,10 @@ def _gateway_status(exc: GatewayRejected, field_path: FieldPath) -> _Status:
     else:
         code = code_pb2.UNKNOWN
         known = len(cause) <= _MAX_REASON_LENGTH and _REASON_FORMAT.fullmatch(cause)
-        reason = cause if known else "UNKNOWN_CAUSE"
+        reason = cause if known else UNKNOWN_CAUSE
     retry_after = DEFAULT_RETRY_DELAY_SECONDS if code == code_pb2.UNAVAILABLE else None
-    return _Status(code, reason, message, metadata, details, retry_after)
+    from_peer = code == code_pb2.UNKNOWN
+    return _Status(code, reason, message, metadata, details, retry_after, from_peer)
 
 
 def _bad_request(field: str, description: str) -> error_details_pb2.BadRequest:

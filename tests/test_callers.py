@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
+from adapter.callers import bearer_token
 from adapter.config import CallerSettings, ServerSettings, Settings, TlsFiles, token_digest
 from adapter.server import AdapterServer
 from tests.certs import KeyPair, client_pair, server_pair
@@ -97,8 +98,23 @@ async def test_a_known_token_is_let_through(
         (("authorization", f"Basic {TOKEN}"),),
         (("authorization", TOKEN),),
         (("authorization", "Bearer " + "x" * 5000),),
+        (("authorization", "garbage"),),
+        (("authorization", "Basic Zm9v"),),
+        (("authorization", "Bearer "),),
+        (("authorization", "Bearer    "),),
     ],
-    ids=["none", "unknown", "longer", "basic scheme", "no scheme", "oversized"],
+    ids=[
+        "none",
+        "unknown",
+        "longer",
+        "basic scheme",
+        "no scheme",
+        "oversized",
+        "garbage",
+        "basic credentials",
+        "empty bearer",
+        "blank bearer",
+    ],
 )
 async def test_no_known_token_is_unauthenticated(
     adapter: AdapterServer,
@@ -112,6 +128,29 @@ async def test_no_known_token_is_unauthenticated(
         "CALLER_UNAUTHENTICATED",
     )
     assert scripted_upstream.requests == []
+
+
+BEARER_VALUES = {
+    "Bearer abc": b"abc",
+    "bearer abc": b"abc",
+    "Bearer  abc ": b"abc",
+    "Bearer " + "t" * 4096: b"t" * 4096,
+    "Bearer " + "t" * 4097: None,
+    "Bearer ": None,
+    "Bearer   ": None,
+    "Bearer": None,
+    "garbage": None,
+    "Basic Zm9v": None,
+    "Bearerabc": None,
+    "": None,
+}
+
+
+@pytest.mark.parametrize(("value", "token"), BEARER_VALUES.items(), ids=range(len(BEARER_VALUES)))
+def test_only_bearer_and_a_non_empty_token_is_a_token(value: str, token: bytes | None) -> None:
+    """An ``authorization`` value is a token only as ``Bearer <1 to 4096 characters>``; anything
+    else is no token at all, never the empty token (whose digest it would then be matched by)."""
+    assert bearer_token(value) == token
 
 
 async def test_the_bearer_scheme_is_case_insensitive(adapter: AdapterServer) -> None:

@@ -392,6 +392,46 @@ async def test_config_mistakes_exit_with_one_line(tmp_path: Path, text: str, mes
     assert message in err
 
 
+EMPTY_TOKEN_DIGEST = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@pytest.mark.parametrize("command", [["config", "check"], ["serve"]])
+async def test_the_empty_tokens_digest_exits_with_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """``token_sha256`` of the empty string would let any unusable header in: refused at start
+    by ``config check`` and ``serve`` alike, one line naming the key, exit 2."""
+    config = _config(
+        tmp_path,
+        "[server]\nlisten = '127.0.0.1:0'\n"
+        f"[callers.checkout]\ntoken_sha256 = '{EMPTY_TOKEN_DIGEST}'\nmerchants = ['*']\n",
+    )
+    code, out, err = await run(*command, "--config", config)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert "callers.checkout.token_sha256 is the digest of the empty token" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "config"),
+    [
+        (["--listen", "0.0.0.0:0"], ""),
+        ([], "[gateway]\nlisten = '0.0.0.0:0'\n"),
+        (["--listen", "localhost.:0"], ""),
+    ],
+    ids=["flag", "file", "a name that is not localhost"],
+)
+async def test_gateway_refuses_plain_http_off_loopback(
+    tmp_path: Path, args: list[str], config: str
+) -> None:
+    """``gateway`` follows ``serve``'s listening rule: plain HTTP on an address that is not
+    loopback is refused, one line naming the key, exit 2, nothing served."""
+    code, out, err = await run("gateway", "--config", _config(tmp_path, config), *args)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert "is not a loopback address: set [gateway.tls], or gateway.insecure = true" in err
+
+
 IN_USE = {
     "serve": (["serve", "--listen", "{address}"], {}, "server.listen"),
     "serve, workers": (
@@ -455,18 +495,24 @@ UNRESOLVED = {
         {"NVP_ADAPTER_METRICS_LISTEN": "{host}:{port}"},
         "metrics.listen",
     ),
-    "gateway": (["gateway", "--listen", "{host}:{port}"], {}, "gateway.listen"),
+    # gateway.insecure: so that the listening rule lets a name that is not loopback through.
+    "gateway": (
+        ["gateway", "--listen", "{host}:{port}", "--config", "{config}"],
+        {},
+        "gateway.listen",
+    ),
 }
 
 
 @pytest.mark.parametrize("port", ["0", "50999"])
 @pytest.mark.parametrize(("args", "env", "key"), UNRESOLVED.values(), ids=UNRESOLVED.keys())
 async def test_a_listen_host_that_does_not_resolve_is_one_line(
-    port: str, args: list[str], env: dict[str, str], key: str
+    tmp_path: Path, port: str, args: list[str], env: dict[str, str], key: str
 ) -> None:
     """A host name that does not resolve is said as such, in one line, exit 2: no traceback, no
     line of grpc's own, for every listener and for port 0 too."""
-    filled = {"host": NO_SUCH_HOST, "port": port}
+    config = _config(tmp_path, "[gateway]\ninsecure = true\n")
+    filled = {"host": NO_SUCH_HOST, "port": port, "config": config}
     code, out, err = await run(
         *[arg.format(**filled) for arg in args],
         env={

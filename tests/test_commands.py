@@ -72,6 +72,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "callers": {},
     "gateway": {
         "listen": "127.0.0.1:8080",
+        "insecure": False,
         "max_connections": 256,
         "request_timeout_seconds": 10.0,
         "keepalive_timeout_seconds": 15.0,

@@ -9,7 +9,10 @@ import pytest
 from adapter.config import (
     DEMO_MERCHANT,
     DEMO_PASSWORD,
+    CallerSettings,
+    GatewaySettings,
     ServerSettings,
+    TlsFiles,
     UpstreamSettings,
     load_settings,
     parse_host_port,
@@ -205,6 +208,51 @@ def test_mistakes_are_one_clear_line(tmp_path: Path, text: str, message: str) ->
     assert "\n" not in str(caught.value)
 
 
+EMPTY_TOKEN_DIGEST = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+CALLER = "[callers.checkout]\nmerchants = ['*']\n"
+TOKEN_MISTAKES = {
+    "the empty token's digest": (
+        f"token_sha256 = '{EMPTY_TOKEN_DIGEST}'\n",
+        "callers.checkout.token_sha256 is the digest of the empty token",
+    ),
+    "an empty token variable": ("token_env = 'NVP_ADAPTER_TEST_EMPTY'\n", "is empty"),
+    "an empty token file": ("token_file = '{empty}'\n", "is empty"),
+    "a token over 4096 characters": (
+        "token_file = '{long}'\n",
+        "callers.checkout.token_file: the token is over 4096 characters",
+    ),
+}
+
+
+@pytest.mark.parametrize(("line", "message"), TOKEN_MISTAKES.values(), ids=TOKEN_MISTAKES.keys())
+def test_a_caller_token_is_never_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str, message: str
+) -> None:
+    """No source of a caller's token may give the empty token (whose digest any header that
+    carries no token would match), nor one longer than a call may present."""
+    monkeypatch.setenv("NVP_ADAPTER_TEST_EMPTY", "")
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "long").write_text("t" * 4097)
+    text = CALLER + line.format(empty=tmp_path / "empty", long=tmp_path / "long")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_empty_tokens_digest_is_refused_however_settings_are_built() -> None:
+    """Settings built in code are held to the same rule as the file."""
+    with pytest.raises(ConfigError, match="digest of the empty token"):
+        CallerSettings("checkout", frozenset("*"), token_sha256=Secret(EMPTY_TOKEN_DIGEST))
+
+
+def test_a_token_of_4096_characters_is_accepted(tmp_path: Path) -> None:
+    """The bound is inclusive: 4096 characters is a token."""
+    (tmp_path / "token").write_text("t" * 4096)
+    settings = load_settings(write(tmp_path, CALLER + f"token_file = '{tmp_path / 'token'}'\n"))
+    assert settings.callers["checkout"].token_sha256 is not None
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """An unreadable file is a ConfigError, not an OSError with a traceback."""
     with pytest.raises(ConfigError, match="cannot read config file"):
@@ -254,6 +302,53 @@ def test_parse_host_port_refuses(text: str) -> None:
 def test_allowed_upstream_urls(url: str) -> None:
     """Plain http is accepted for loopback hosts; https for any host."""
     assert UpstreamSettings(url=url).url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://LOCALHOST:8080",
+        "http://127.255.255.254:8080",
+        "http://[0:0:0:0:0:0:0:1]:8080",
+    ],
+)
+def test_loopback_is_an_ip_literal_or_exactly_localhost(url: str) -> None:
+    """Any address in 127.0.0.0/8, ``::1`` in any spelling, and the name ``localhost`` are
+    loopback for plain http."""
+    assert UpstreamSettings(url=url).is_loopback
+
+
+NOT_LOOPBACK = ["localhost.", "ip6-localhost", "ip6-loopback", "localhost.localdomain", "127.1"]
+
+
+@pytest.mark.parametrize("host", NOT_LOOPBACK)
+def test_no_other_name_passes_as_loopback_for_plain_http(host: str) -> None:
+    """A host name other than ``localhost`` is whatever a resolver or search domain makes of
+    it: plain http to it is refused like http to any remote host."""
+    with pytest.raises(ConfigError, match="plain http is only for loopback hosts"):
+        UpstreamSettings(url=f"http://{host}:8080")
+
+
+@pytest.mark.parametrize("host", NOT_LOOPBACK)
+def test_no_other_name_passes_as_a_loopback_listen_address(host: str) -> None:
+    """The listening rule reads loopback the same way: plaintext on such a name needs
+    ``server.insecure``."""
+    with pytest.raises(ConfigError, match="is not a loopback address"):
+        ServerSettings(listen=f"{host}:50051")
+    assert ServerSettings(listen=f"{host}:50051", insecure=True).insecure
+
+
+@pytest.mark.parametrize(
+    "listen",
+    ["0.0.0.0:8080", "[::]:8080", "10.0.0.7:8080", "localhost.:8080"],
+)
+def test_the_gateway_listens_off_loopback_only_when_told(listen: str) -> None:
+    """``[gateway]`` follows ``[server]``'s listening rule: plain HTTP off loopback needs
+    ``gateway.insecure = true``, or ``[gateway.tls]`` makes it HTTPS (nothing binds here)."""
+    with pytest.raises(ConfigError, match=r"is not a loopback address: set \[gateway\.tls\]"):
+        GatewaySettings(listen=listen)
+    assert GatewaySettings(listen=listen, insecure=True).insecure
+    assert GatewaySettings(listen=listen, tls=TlsFiles("cert.pem", "key.pem")).tls is not None
 
 
 def test_settings_are_frozen() -> None:

@@ -553,7 +553,7 @@ def test_store_is_bounded(clock: FakeClock) -> None:
     gateway = EmbeddedGateway(
         ACCOUNTS,
         session_ttl_seconds=10.0,
-        max_sessions=4,
+        max_sessions=6,
         max_sessions_per_merchant=3,
         clock=clock,
     )

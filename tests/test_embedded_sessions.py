@@ -474,12 +474,26 @@ async def test_one_merchant_full_does_not_refuse_another(open_face: OpenFace) ->
 
 
 async def test_the_store_as_a_whole_is_bounded(open_face: OpenFace) -> None:
-    """When the store holds max_sessions live sessions, every merchant gets SERVER_BUSY."""
-    face = await open_face(max_sessions=3, max_sessions_per_merchant=2)
-    await face.create()
-    await face.create()
-    await face.create(OTHER)
+    """The store holds max_sessions live sessions once every merchant has its share; then
+    every merchant gets SERVER_BUSY."""
+    face = await open_face(max_sessions=4, max_sessions_per_merchant=3)
+    for merchant in (MERCHANT, MERCHANT, OTHER, OTHER):
+        assert (await face.create(merchant))["result"] == "SUCCESS"
+    assert face.gateway.session_count == 4
+    assert await face.call("CREATE_SESSION") == (503, BUSY)
     assert await face.call("CREATE_SESSION", OTHER) == (503, BUSY)
+
+
+async def test_no_merchant_holds_more_than_its_fair_share(open_face: OpenFace) -> None:
+    """With two merchants and room for 4 sessions, a merchant whose own bound is 3 may still
+    hold only 2: the other's 2 stay free, however fast the first one creates."""
+    face = await open_face(max_sessions=4, max_sessions_per_merchant=3)
+    await face.create()
+    await face.create()
+    assert await face.call("CREATE_SESSION") == (503, BUSY)
+    assert face.gateway.session_count_for(MERCHANT) == 2
+    assert (await face.create(OTHER))["result"] == "SUCCESS"
+    assert (await face.create(OTHER))["result"] == "SUCCESS"
 
 
 async def test_expiry_gives_a_merchant_its_share_back(

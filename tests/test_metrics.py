@@ -237,6 +237,32 @@ async def test_no_label_holds_a_secret_or_a_callers_value(
         assert value not in text
 
 
+async def test_causes_the_adapter_does_not_know_share_one_label(
+    scripted_upstream: ScriptedUpstream, start: Callable[[Settings], Awaitable[Running]]
+) -> None:
+    """A gateway answering 40 made-up causes adds one series, ``UNKNOWN_CAUSE``, holding all
+    40 attempts; the caller still reads each cause as sent in its ErrorInfo (§4)."""
+    causes = iter(f"PEER_MADE_CAUSE_{n}" for n in range(40))
+
+    async def made_up(_: web.Request) -> web.Response:
+        body = nvp.encode({"error.cause": next(causes), "result": "ERROR"})
+        return web.Response(body=body, headers={"Content-Type": nvp.CONTENT_TYPE})
+
+    scripted_upstream.handler = made_up
+    server, stub = await start(with_metrics(make_settings(scripted_upstream.url)))
+    reasons = {(await fail(stub, request())).info.reason for _ in range(40)}
+    text, samples = await scrape(server)
+
+    assert reasons == {f"PEER_MADE_CAUSE_{n}" for n in range(40)}
+    outcomes = {
+        dict(labels)["outcome"]: value
+        for (name, labels), value in samples.items()
+        if name == "nvp_adapter_upstream_requests_total"
+    }
+    assert outcomes == {"UNKNOWN_CAUSE": 40}
+    assert "PEER_MADE_CAUSE" not in text
+
+
 async def test_an_unknown_method_adds_no_series(
     start: Callable[[Settings], Awaitable[Running]],
 ) -> None:

@@ -1,4 +1,5 @@
-"""The session store's ids: 20 characters of 0-9 A-Z drawn uniformly, in one random read."""
+"""The session store: ids of 20 characters of 0-9 A-Z drawn uniformly in one random read, and
+fair shares of its room."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import string
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +17,9 @@ from adapter.embedded.store import (
     RandomBytes,
     SessionStore,
     StoredSession,
+    StoreFull,
+    StoreLimits,
+    fair_share,
     session_id_chars,
 )
 
@@ -84,3 +89,47 @@ def test_random_bytes_hands_out_each_read_byte_once_in_order(chunk: int, counts:
         assert piece == current[at : at + count]
         at += count
     assert used == len(reads)
+
+
+def fill(store: SessionStore, merchant: str, now: float = 0.0) -> int:
+    """Create sessions for ``merchant`` until the store refuses; how many it took."""
+    for created in range(store.limits.max_sessions + 1):
+        try:
+            store.add(StoredSession(merchant, 100, "030f712301", 900.0), now)
+        except StoreFull:
+            return created
+    raise AssertionError("the store never refused")
+
+
+def test_merchants_that_fill_their_shares_leave_a_third_its_own() -> None:
+    """Two merchants as fast as they can go fill only their shares: a third still gets its
+    whole share (here 6 sessions, 3 merchants, each bound to 3 alone: 2 each)."""
+    store = SessionStore(StoreLimits(max_sessions=6, max_sessions_per_merchant=3), merchants=3)
+    assert (fill(store, "SHOP1"), fill(store, "SHOP2")) == (2, 2)
+    assert fill(store, "SHOP3") == 2
+    assert store.count(0.0) == 6
+
+
+@pytest.mark.parametrize(
+    ("total", "per_merchant", "merchants", "share"),
+    [
+        (100_000, 50_000, 1, 50_000),
+        (100_000, 50_000, 2, 50_000),
+        (100_000, 50_000, 3, 33_333),
+        (10, 9, 10, 1),
+        (10, 2, 3, 2),
+    ],
+)
+def test_a_share_is_the_total_divided_or_the_merchants_bound_if_lower(
+    total: int, per_merchant: int, merchants: int, share: int
+) -> None:
+    """The shares of all merchants never add up to more than the store holds."""
+    limits = StoreLimits(max_sessions=total, max_sessions_per_merchant=per_merchant)
+    assert fair_share(limits, merchants) == share
+    assert share * merchants <= total
+
+
+def test_more_merchants_than_sessions_is_refused() -> None:
+    """A store that cannot give each merchant one session is a mistake, not a race."""
+    with pytest.raises(ValueError, match="leaves no session for each of 3 merchants"):
+        SessionStore(StoreLimits(max_sessions=2, max_sessions_per_merchant=1), merchants=3)

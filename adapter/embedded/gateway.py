@@ -149,7 +149,8 @@ class EmbeddedGateway:
     password (None: the merchant is accepted only with its client certificate).
 
     The session store's bounds are keyword arguments (see ``StoreLimits`` for the defaults):
-    sessions in all and per merchant (past either, CREATE_SESSION is ``SERVER_BUSY``), fields
+    sessions in all and per merchant, each merchant held to its fair share of the whole
+    (``store.fair_share``; past it, CREATE_SESSION is ``SERVER_BUSY``), fields
     per session, UTF-8 bytes per value and per session (past these, an update is refused as an
     ``INVALID_REQUEST`` naming the field). ``clock`` is any monotonic clock in seconds.
 
@@ -185,7 +186,7 @@ class EmbeddedGateway:
         # A copy: later edits to the caller's mapping must not change who may log in.
         self._accounts: dict[str, str | None] = dict(accounts)
         self._limits = limits
-        self._store = SessionStore(limits)
+        self._store = SessionStore(limits, merchants=max(1, len(accounts)))
         self._clock = clock
         self._decoy = store.random_bytes(16).hex()
 
@@ -416,6 +417,14 @@ def _new_version(current: str) -> str:
 
 def _size(value: str | None) -> int:
     return 0 if value is None else len(value.encode("utf-8"))
+
+
+def known_field(name: str) -> bool:
+    """Whether some operation of the gateway takes a field of this name."""
+    return name in _ANY_OPERATION or session_fields.is_session_field(name)
+
+
+_ANY_OPERATION = frozenset().union(*_ACCEPTED.values())
 
 
 def _check_field_names(fields: Mapping[str, str], operation: str) -> None:

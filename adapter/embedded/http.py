@@ -19,7 +19,12 @@ from aiohttp import web
 
 from adapter import nvp
 from adapter.config import GatewaySettings
-from adapter.embedded.gateway import EmbeddedGateway, GatewayReply, request_too_large
+from adapter.embedded.gateway import (
+    EmbeddedGateway,
+    GatewayReply,
+    known_field,
+    request_too_large,
+)
 from adapter.http_guard import (
     REFUSAL_LOG_INTERVAL_SECONDS,
     SslContextSource,
@@ -35,8 +40,7 @@ MAX_BODY_BYTES = 1024 * 1024
 ROUTE = "/api/nvp/version/{version}"
 # Handlers answer at once, so only a stuck client connection can make a stop wait this long.
 _SHUTDOWN_SECONDS = 5.0
-_LOGGED_NAMES = 20  # field names in a DEBUG line at most, each clipped like the gateway's errors
-_LOGGED_NAME_CHARS = 100
+_LOGGED_NAMES = 20  # field names in a DEBUG line at most
 
 
 def create_app(gateway: EmbeddedGateway) -> web.Application:
@@ -90,13 +94,19 @@ def certificate_subject(request: web.BaseRequest) -> str | None:
 
 
 def _field_names(body: bytes) -> str:
-    """The request's field names for a DEBUG line (sandbox users debugging a client); no values."""
+    """The request's field names for a DEBUG line (sandbox users debugging a client); no values.
+
+    Only names the gateway knows are shown, the others counted: a name is the client's text
+    too (a password sent without its ``=`` would be one).
+    """
     try:
         names = list(nvp.decode(body))
     except nvp.NvpDecodeError:
         return "(not NVP)"
-    shown = [name[:_LOGGED_NAME_CHARS] for name in names[:_LOGGED_NAMES]]
-    return json.dumps(shown) + ("..." if len(names) > _LOGGED_NAMES else "")
+    known = [name for name in names if known_field(name)]
+    shown = json.dumps(known[:_LOGGED_NAMES]) + ("..." if len(known) > _LOGGED_NAMES else "")
+    others = len(names) - len(known)
+    return shown + (f" and {others} other{'s' if others > 1 else ''}" if others else "")
 
 
 async def start_http_gateway(

@@ -1,6 +1,6 @@
 """The embedded gateway's session store: bounded, expiring, each session private to its merchant.
 
->>> store = SessionStore(StoreLimits(max_sessions=2, max_sessions_per_merchant=1))
+>>> store = SessionStore(StoreLimits(max_sessions=2, max_sessions_per_merchant=1), merchants=2)
 >>> session_id = store.add(StoredSession("SHOP1", 100, "030f712301", 900.0), now=0.0)
 >>> store.get(session_id, "SHOP1", 100, now=1.0).version
 '030f712301'
@@ -9,7 +9,8 @@ True
 
 Pure and synchronous; time is whatever ``now`` the caller passes (the gateway's clock). A session
 lives ``ttl_seconds`` from its creation, whatever is done with it; updates replace the session's
-snapshot in place. Every bound is a ``StoreLimits`` field, checked once at construction.
+snapshot in place. Every bound is a ``StoreLimits`` field, checked once at construction; each
+merchant may hold its ``fair_share`` of the store.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "StoreFull",
     "StoreLimits",
     "StoredSession",
+    "fair_share",
     "random_bytes",
     "session_id_chars",
 ]
@@ -121,12 +123,37 @@ class StoreFull(Exception):
     """No room for another session: in all, or for this merchant. Raised by ``add``."""
 
 
+def fair_share(limits: StoreLimits, merchants: int) -> int:
+    """What one of ``merchants`` merchants may hold: the total divided among them, or the
+    per-merchant bound if lower. The shares add up to no more than the total, so no set of
+    merchants can refuse another.
+
+    >>> fair_share(StoreLimits(max_sessions=100_000, max_sessions_per_merchant=50_000), 3)
+    33333
+
+    Raises ValueError when there are more merchants than the store holds sessions.
+    """
+    if merchants < 1:
+        raise ValueError("a store serves at least one merchant")
+    if merchants > limits.max_sessions:
+        raise ValueError(
+            f"max_sessions ({limits.max_sessions}) leaves no session for each of {merchants} "
+            "merchants"
+        )
+    return min(limits.max_sessions_per_merchant, limits.max_sessions // merchants)
+
+
 class SessionStore:
     """Live sessions by id, in creation order (which is expiry order: one TTL, a clock that
-    does not go back), so expired sessions are always at the front and purging is cheap."""
+    does not go back), so expired sessions are always at the front and purging is cheap.
 
-    def __init__(self, limits: StoreLimits | None = None) -> None:
+    ``merchants`` is how many merchants the store serves: each may hold its ``fair_share``.
+    """
+
+    def __init__(self, limits: StoreLimits | None = None, merchants: int = 1) -> None:
         self.limits = limits or StoreLimits()
+        self.share = fair_share(self.limits, merchants)
+        """Live sessions one merchant may hold at most."""
         self._sessions: OrderedDict[str, StoredSession] = OrderedDict()
         self._per_merchant: Counter[str] = Counter()
 
@@ -163,13 +190,13 @@ class SessionStore:
     def add(self, stored: StoredSession, now: float) -> str:
         """Keep a new session under a fresh id, and return the id.
 
-        Raises ``StoreFull`` when the store holds ``max_sessions`` live sessions, or this
-        merchant ``max_sessions_per_merchant``.
+        Raises ``StoreFull`` when this merchant holds its ``share`` of live sessions, or the
+        store ``max_sessions`` (which fair shares never reach).
         """
         self._purge(now)
         if (
             len(self._sessions) >= self.limits.max_sessions
-            or self._per_merchant[stored.merchant] >= self.limits.max_sessions_per_merchant
+            or self._per_merchant[stored.merchant] >= self.share
         ):
             raise StoreFull
         session_id = self._new_session_id()
