@@ -3,6 +3,8 @@
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _distribution_version
 
+__all__ = ["version"]
+
 
 def version() -> str:
     """The installed package's version (``--version``, ``nvp_adapter_build_info``)."""

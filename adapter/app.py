@@ -11,13 +11,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from adapter.callers import Callers
 from adapter.config import Settings, read_secret_file
+from adapter.config.rotation import FileWatch
 from adapter.embedded import EmbeddedGateway, EmbeddedTransport
-from adapter.rotation import FileWatch
+from adapter.observability.tracing import Tracing
 from adapter.server import AdapterServer, http_transport
-from adapter.server_tls import ServerTls
-from adapter.tracing import Tracing
+from adapter.server.callers import Callers
+from adapter.server.tls import ServerTls
 from adapter.transport import Transport
 
 __all__ = ["build_server", "build_transport", "check", "embedded_accounts"]

@@ -23,7 +23,7 @@ import enum
 import time
 from collections.abc import Callable
 
-from adapter.errors import CircuitOpen
+from adapter.core.errors import CircuitOpen
 
 _BUSY_PROBE_RETRY_SECONDS = 0.5
 """The retry advice while another call's probe is deciding whether the circuit closes."""

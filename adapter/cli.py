@@ -50,15 +50,17 @@ from adapter.config import (
     load_settings,
     parse_listen,
 )
-from adapter.effective import effective_toml
+from adapter.config.effective import effective_toml
+from adapter.config.environment import CONFIG_VARIABLE, config_file, read_environment
+from adapter.core.errors import ConfigError
 from adapter.embedded.standalone import StandaloneGateway
-from adapter.environment import CONFIG_VARIABLE, config_file, read_environment
-from adapter.errors import ConfigError
-from adapter.listeners import format_address, listen_error
-from adapter.logs import configure_logging, json_line
+from adapter.observability.logs import configure_logging, json_line
 from adapter.probe import dial_target, probe, probe_target
 from adapter.server import AdapterServer, serve
-from adapter.workers import READY, Supervisor, watch_supervisor
+from adapter.server.listeners import format_address, listen_error
+from adapter.server.workers import READY, Supervisor, watch_supervisor
+
+__all__ = ["loop_factory", "main"]
 
 EXIT_CONFIG = 2
 FIRST_CALL_SCRIPT = "scripts/first_call.py"

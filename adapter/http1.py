@@ -32,7 +32,7 @@ from typing import Any
 
 import httptools
 
-from adapter.errors import (
+from adapter.core.errors import (
     UpstreamCertificateInvalid,
     UpstreamConnectionLost,
     UpstreamProtocolError,

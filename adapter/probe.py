@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapter.config import ListenAddress, ServerSettings
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 
 __all__ = ["Probe", "dial_target", "probe", "probe_target"]
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from adapter.errors import (
+from adapter.core.errors import (
     GatewayRejected,
     UpstreamCertificateInvalid,
     UpstreamError,

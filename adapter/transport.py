@@ -31,9 +31,10 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from adapter import http1, nvp
+from adapter import http1
 from adapter.config import UpstreamSettings, redact_url
-from adapter.errors import (
+from adapter.core import nvp
+from adapter.core.errors import (
     ConfigError,
     UpstreamCertificateInvalid,
     UpstreamConnectionLost,

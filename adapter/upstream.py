@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
 
-from adapter import nvp, tracing
 from adapter.breaker import CircuitBreaker
 from adapter.config import MerchantCredentials, UpstreamSettings
-from adapter.errors import (
+from adapter.core import nvp
+from adapter.core.errors import (
     AdapterOverloaded,
     GatewayRejected,
     MerchantNotAllowed,
@@ -31,10 +31,11 @@ from adapter.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from adapter.metrics import Metrics
-from adapter.redaction import Redactor, Secret, scrub_error_answer
+from adapter.core.redaction import Redactor, Secret, scrub_error_answer
+from adapter.core.status import reason_of
+from adapter.observability import tracing
+from adapter.observability.metrics import Metrics
 from adapter.retry import RetryPolicy
-from adapter.status import reason_of
 from adapter.transport import RawReply, Transport
 
 log = logging.getLogger("adapter.upstream")

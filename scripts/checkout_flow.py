@@ -43,7 +43,7 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.config import DEMO_MERCHANT, LogSettings, ServerSettings, Settings
-from adapter.logs import configure_logging
+from adapter.observability.logs import configure_logging
 
 if TYPE_CHECKING:  # the stub type grpc.aio channels give; it exists for type checkers only
     from adapter._proto.mpgs.gateway.v1.session_service_pb2_grpc import (

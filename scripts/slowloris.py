@@ -32,8 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapter import nvp
 from adapter.config import DEMO_MERCHANT, DEMO_PASSWORD, parse_host_port
+from adapter.core import nvp
 
 MAX_CONNECTIONS = 20_000
 MAX_DURATION_SECONDS = 600.0

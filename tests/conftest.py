@@ -26,7 +26,6 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
@@ -37,7 +36,8 @@ from adapter.config import (
     Settings,
     UpstreamSettings,
 )
-from adapter.redaction import Secret
+from adapter.core import nvp
+from adapter.core.redaction import Secret
 
 if TYPE_CHECKING:  # the stub type grpc.aio channels give; it exists for type checkers only
     from adapter._proto.mpgs.gateway.v1.session_service_pb2_grpc import (

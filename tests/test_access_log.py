@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
-from adapter.access import level_of
 from adapter.app import build_server
 from adapter.config import CallerSettings, token_digest
-from adapter.logs import TextFormatter, json_formatter
+from adapter.core import nvp
+from adapter.observability.access import level_of
+from adapter.observability.logs import TextFormatter, json_formatter
 from tests.conftest import (
     MERCHANT,
     PASSWORD,

@@ -16,10 +16,10 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.config import Settings
+from adapter.core import nvp
 from tests.conftest import (
     MERCHANT,
     Failure,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapter.breaker import CircuitBreaker, State
-from adapter.errors import CircuitOpen
+from adapter.core.errors import CircuitOpen
 
 
 class Clock:

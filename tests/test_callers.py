@@ -21,9 +21,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
-from adapter.callers import bearer_token
 from adapter.config import CallerSettings, ServerSettings, Settings, TlsFiles, token_digest
 from adapter.server import AdapterServer
+from adapter.server.callers import bearer_token
 from tests.certs import KeyPair, client_pair, server_pair
 from tests.conftest import MERCHANT, PASSWORD, Failure, ScriptedUpstream, fail, make_settings
 

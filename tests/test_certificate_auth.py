@@ -14,7 +14,7 @@ import trustme
 
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.config import load_settings
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 from tests.certs import named_client
 from tests.conftest import MERCHANT, PASSWORD, make_settings
 from tests.tls_peers import adapter_channel, https_gateway, server_context

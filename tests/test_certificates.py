@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
-from adapter.schema import SESSION_SERVICE
+from adapter.core.schema import SESSION_SERVICE
 from tests.conftest import MERCHANT, fail, make_settings
 from tests.tls_peers import adapter_channel, https_gateway, server_context
 

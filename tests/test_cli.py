@@ -19,12 +19,12 @@ import grpc
 import pytest
 import uvloop
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.cli import loop_factory
 from adapter.config import DEMO_MERCHANT, DEMO_PASSWORD
-from adapter.errors import ConfigError
+from adapter.core import nvp
+from adapter.core.errors import ConfigError
 
 START_TIMEOUT = 20.0
 _SCRIPT = Path(sys.executable).with_name("nvp-adapter")

@@ -17,8 +17,8 @@ from adapter.config import (
     load_settings,
     parse_host_port,
 )
-from adapter.errors import ConfigError
-from adapter.redaction import Secret
+from adapter.core.errors import ConfigError
+from adapter.core.redaction import Secret
 
 PASSWORD = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 

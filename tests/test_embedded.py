@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter import nvp
+from adapter.core import nvp
 from adapter.embedded import EmbeddedGateway, GatewayReply, StoredSession, start_http_gateway
 
 MERCHANT = "TESTMERCHANT"

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from adapter import nvp
+from adapter.core import nvp
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from tests.test_embedded import (
     ACCOUNTS,

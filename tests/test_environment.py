@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from adapter.config import load_settings
-from adapter.environment import VARIABLES, config_file, read_environment
-from adapter.errors import ConfigError
+from adapter.config.environment import VARIABLES, config_file, read_environment
+from adapter.core.errors import ConfigError
 from tests.test_cli import Start, nvp_adapter, run
 from tests.test_listeners import short_tmp
 

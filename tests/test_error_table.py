@@ -18,11 +18,11 @@ import pytest
 from aiohttp import web
 from google.rpc import error_details_pb2
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
+from adapter.core import nvp
 from adapter.transport import RawReply
 from tests.conftest import (
     MERCHANT,

@@ -31,8 +31,8 @@ import pytest
 import trustme
 from google.rpc import error_details_pb2
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
+from adapter.core import nvp
 from tests.conftest import MERCHANT, Failure, StartAdapter, fail, make_settings
 
 if TYPE_CHECKING:  # the async stub class exists only in the generated type stubs

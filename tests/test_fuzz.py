@@ -26,11 +26,11 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.app import build_server
 from adapter.config import UpstreamSettings
+from adapter.core import nvp
 from tests import rules
 from tests.conftest import (
     DETAIL_TYPES,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from adapter import nvp
 from adapter.config import GatewaySettings
+from adapter.core import nvp
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from tests.test_cli import COMMAND, START_TIMEOUT
 

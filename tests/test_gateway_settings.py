@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adapter.config import load_settings
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 from tests.test_cli import COMMAND, START_TIMEOUT
 
 CERTIFICATE_ONLY = "[merchants.CERTM]\n[merchants.PWM]\npassword = 'secret'\n"

@@ -23,12 +23,12 @@ import grpc
 import pytest
 import trustme
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.config import GatewaySettings, TlsFiles
+from adapter.core import nvp
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from adapter.embedded.tls import GatewayTls
-from adapter.http_guard import MAX_EARLY_TLS_BYTES
+from adapter.net.http_guard import MAX_EARLY_TLS_BYTES
 from tests.certs import named_client
 from tests.conftest import StartAdapter, fail, make_settings
 from tests.test_cli import COMMAND, START_TIMEOUT, run

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapter.config import UpstreamSettings
-from adapter.errors import (
+from adapter.core.errors import (
     UpstreamConnectionLost,
     UpstreamError,
     UpstreamProtocolError,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from adapter.interceptors import InterceptedHandlers
+from adapter.net.interceptors import InterceptedHandlers
 
 if TYPE_CHECKING:  # grpc's RpcMethodHandler is generic for type checkers only
     Handler = grpc.RpcMethodHandler[Any, Any]

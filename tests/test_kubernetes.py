@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from adapter.config import Overrides, Settings, load_settings
-from adapter.environment import config_file, read_environment
+from adapter.config.environment import config_file, read_environment
 from tests.dockerfile import read_image
 
 MANIFESTS = Path(__file__).parent.parent / "deploy" / "kubernetes"

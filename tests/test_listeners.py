@@ -20,7 +20,7 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.config import ServerSettings, Settings, TlsFiles, load_settings
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 from tests.certs import client_pair, server_pair
 from tests.conftest import MERCHANT, make_settings
 

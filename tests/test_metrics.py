@@ -15,11 +15,12 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapter import nvp, version
+from adapter import version
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.config import MetricsSettings, Settings
+from adapter.core import nvp
 from adapter.server import AdapterServer
 from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, fail, make_settings
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter import nvp
+from adapter.core import nvp
 
 TEXT = st.text(st.characters(exclude_categories=["Cs"]))  # protobuf strings hold no surrogates
 NAMES = TEXT.filter(bool)

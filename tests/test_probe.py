@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapter.config import ServerSettings, TlsFiles
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 from adapter.probe import probe_target
 
 TARGETS = {

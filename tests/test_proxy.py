@@ -24,7 +24,7 @@ from google.rpc import error_details_pb2
 
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.config import Settings
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 from adapter.transport import HttpTransport
 from tests.conftest import MERCHANT, Failure, ScriptedUpstream, fail, make_settings
 from tests.tls_peers import HttpsGateway, adapter_channel, https_gateway, server_context

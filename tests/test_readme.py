@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from adapter import nvp
 from adapter.config import DEMO_MERCHANT, GatewaySettings
+from adapter.core import nvp
 from tests.test_cli import Start, nvp_adapter
 
 __all__ = ["nvp_adapter"]  # the fixture, shared with test_cli

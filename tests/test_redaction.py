@@ -27,11 +27,11 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
-from adapter.redaction import scrub_error_answer, scrub_field, scrub_free_text
+from adapter.core import nvp
+from adapter.core.redaction import scrub_error_answer, scrub_field, scrub_free_text
 from tests.conftest import DETAIL_TYPES, MERCHANT, ScriptedUpstream, make_settings
 
 if TYPE_CHECKING:  # the stub type grpc.aio channels give; it exists for type checkers only

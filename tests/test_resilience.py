@@ -19,12 +19,12 @@ from aiohttp import web
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
-from adapter.errors import GatewayRejected, UpstreamUnavailable
-from adapter.logs import json_formatter
+from adapter.core import nvp
+from adapter.core.errors import GatewayRejected, UpstreamUnavailable
+from adapter.observability.logs import json_formatter
 from adapter.transport import HttpTransport
 from adapter.upstream import UpstreamClient
 from tests.conftest import (

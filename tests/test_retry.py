@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from adapter.errors import (
+from adapter.core.errors import (
     GatewayRejected,
     UpstreamConnectionLost,
     UpstreamError,
@@ -15,8 +15,8 @@ from adapter.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from adapter.core.schema import OPERATIONS
 from adapter.retry import RetryPolicy
-from adapter.schema import OPERATIONS
 
 POLICY = RetryPolicy(max_attempts=3, initial_backoff=0.1, max_backoff=2.0)
 

@@ -30,8 +30,8 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.config import UpstreamSettings
-from adapter.errors import ConfigError, UpstreamOverloaded, UpstreamUnavailable
-from adapter.status import rich_status
+from adapter.core.errors import ConfigError, UpstreamOverloaded, UpstreamUnavailable
+from adapter.core.status import rich_status
 from adapter.transport import RawReply
 from adapter.upstream import parse_retry_after
 from tests.conftest import (

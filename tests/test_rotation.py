@@ -31,7 +31,7 @@ from adapter.config import (
     TlsFiles,
     token_digest,
 )
-from adapter.redaction import Secret
+from adapter.core.redaction import Secret
 from adapter.server import AdapterServer, serve
 from tests.certs import server_pair
 from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, make_settings

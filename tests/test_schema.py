@@ -7,11 +7,17 @@ from google.protobuf.message import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
-from adapter.errors import RequestInvalid
-from adapter.schema import EXTRA_FIELDS, GATEWAY_ERROR, OPERATIONS, MessageSchema, check_extra_key
+from adapter.core import nvp
+from adapter.core.errors import RequestInvalid
+from adapter.core.schema import (
+    EXTRA_FIELDS,
+    GATEWAY_ERROR,
+    OPERATIONS,
+    MessageSchema,
+    check_extra_key,
+)
 
 CREATE = OPERATIONS["CreateSession"]
 

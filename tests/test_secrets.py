@@ -24,13 +24,13 @@ import pytest
 from aiohttp import web
 from grpc_status import rpc_status
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server, build_transport
 from adapter.config import CallerSettings, load_settings, token_digest
+from adapter.core import nvp
 from adapter.embedded import EmbeddedGateway
-from adapter.logs import TextFormatter, json_formatter
+from adapter.observability.logs import TextFormatter, json_formatter
 from adapter.upstream import UpstreamClient
 from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, StartAdapter, make_settings
 from tests.test_cli import run

@@ -16,7 +16,7 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.config import Settings
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 from tests.conftest import MERCHANT, ScriptedUpstream, StartAdapter, make_settings
 
 SERVICE = "mpgs.gateway.v1.SessionService"

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
+from adapter.core import nvp
+from adapter.core.errors import RequestInvalid
+from adapter.core.schema import OPERATIONS
 from adapter.embedded import EmbeddedGateway, start_http_gateway
-from adapter.errors import RequestInvalid
-from adapter.schema import OPERATIONS
 from tests.conftest import MERCHANT, PASSWORD, fail, make_settings
 
 if TYPE_CHECKING:  # the stub type grpc.aio channels give; it exists for type checkers only

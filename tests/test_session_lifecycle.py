@@ -14,11 +14,11 @@ from google.rpc import error_details_pb2
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2 as gw
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
-from adapter.errors import RequestInvalid
-from adapter.schema import OPERATIONS, REQUIRED, TOGETHER, VALUE_RULES
+from adapter.core import nvp
+from adapter.core.errors import RequestInvalid
+from adapter.core.schema import OPERATIONS, REQUIRED, TOGETHER, VALUE_RULES
 from tests.conftest import MERCHANT, ScriptedUpstream, StartAdapter, fail, make_settings
 
 SESSION_ID = "SESSION0002378433591N3262498M20"

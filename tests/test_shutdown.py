@@ -22,9 +22,9 @@ import pytest
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from adapter.core import nvp
 
 SERVICE = "mpgs.gateway.v1.SessionService"
 MERCHANT = "TESTMERCHANT"

@@ -12,7 +12,7 @@ import pytest
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.config import DEMO_MERCHANT, load_settings
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 from tests.test_cli import Start, nvp_adapter, run
 
 __all__ = ["nvp_adapter"]  # the fixture, shared with test_cli

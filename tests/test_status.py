@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 
-from adapter.errors import GatewayRejected, UpstreamOverloaded, UpstreamTimeout
-from adapter.status import rich_status
+from adapter.core.errors import GatewayRejected, UpstreamOverloaded, UpstreamTimeout
+from adapter.core.status import rich_status
 from adapter.transport import RawReply
 from adapter.upstream import UpstreamClient
 from tests.conftest import MERCHANT, make_settings

@@ -18,10 +18,10 @@ from aiohttp import web
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from adapter import tracing
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
+from adapter.observability import tracing
 from adapter.transport import RawReply
 from tests.conftest import (
     MERCHANT,

@@ -12,18 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.errors import ConfigError
-from adapter.tracing import (
+from adapter.core.errors import ConfigError
+from adapter.observability.trace_context import (
     MAX_TRACESTATE_CHARS,
     AttemptTrace,
     TraceContext,
-    Tracing,
-    attempt_trace,
-    current_trace_id,
     incoming_context,
     parse_traceparent,
     parse_tracestate,
 )
+from adapter.observability.tracing import Tracing, attempt_trace, current_trace_id
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

@@ -13,12 +13,12 @@ import trustme
 from aiohttp import web
 from google.rpc import error_details_pb2
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from adapter.core import nvp
+from adapter.core.errors import AdapterOverloaded
+from adapter.core.redaction import Secret
 from adapter.embedded import EmbeddedGateway, start_http_gateway
-from adapter.errors import AdapterOverloaded
-from adapter.redaction import Secret
 from adapter.transport import RawReply
 from adapter.upstream import UpstreamClient, parse_retry_after
 from tests.conftest import (

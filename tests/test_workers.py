@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.config import DEMO_MERCHANT, LogSettings
-from adapter.logs import configure_logging
+from adapter.observability.logs import configure_logging
 from tests.test_cli import Process, Start, nvp_adapter, run
 
 __all__ = ["nvp_adapter"]  # the fixture, shared with test_cli

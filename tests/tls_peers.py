@@ -16,10 +16,10 @@ import grpc
 import trustme
 from aiohttp import web
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.config import Settings
+from adapter.core import nvp
 
 if TYPE_CHECKING:  # the stub type grpc.aio channels give; it exists for type checkers only
     from adapter._proto.mpgs.gateway.v1.session_service_pb2_grpc import (

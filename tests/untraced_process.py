@@ -25,7 +25,7 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.config import MerchantCredentials, ServerSettings, Settings, UpstreamSettings
-from adapter.redaction import Secret
+from adapter.core.redaction import Secret
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 MERCHANT = "TESTMERCHANT"

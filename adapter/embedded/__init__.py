@@ -6,7 +6,8 @@ RETRIEVE_SESSION, with two faces.
   behind the upstream client's transport seam.
 - Over HTTP(S): ``start_http_gateway`` (or ``create_app`` for your own runner) serves the same
   object on ``POST /api/nvp/version/{N}``, so any NVP client can be tried against it, with its
-  connections bounded (``adapter/http_guard.py``); ``StandaloneGateway`` is ``nvp-adapter gateway``:
+  connections bounded (``adapter/net/http_guard.py``); ``StandaloneGateway`` is
+  ``nvp-adapter gateway``:
   that, from the settings, with HTTPS, certificate authentication and files reloaded.
 
 Both faces share one implementation, so they answer byte for byte alike. The sessions live in a

@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from adapter import nvp
+from adapter.core import nvp
 from adapter.embedded import session_fields, store
 from adapter.embedded.session_fields import ORDER_AMOUNT, ORDER_CURRENCY
 from adapter.embedded.store import (

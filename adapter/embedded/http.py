@@ -3,7 +3,7 @@
 >>> runner, port = await start_http_gateway(gateway, "127.0.0.1", 0)  # doctest: +SKIP
 >>> await runner.cleanup()  # doctest: +SKIP
 
-Every connection goes through a ``ConnectionGuard`` (``adapter/http_guard.py``): a cap on open
+Every connection goes through a ``ConnectionGuard`` (``adapter/net/http_guard.py``): a cap on open
 connections, a time limit for each request to arrive, and one for idle keep-alive connections,
 all from ``GatewaySettings``. Over TLS, a verified client certificate's subject CN is handed to
 the gateway as the merchant it speaks for (certificate authentication).
@@ -17,15 +17,15 @@ import ssl
 
 from aiohttp import web
 
-from adapter import nvp
 from adapter.config import GatewaySettings
+from adapter.core import nvp
 from adapter.embedded.gateway import (
     EmbeddedGateway,
     GatewayReply,
     known_field,
     request_too_large,
 )
-from adapter.http_guard import (
+from adapter.net.http_guard import (
     REFUSAL_LOG_INTERVAL_SECONDS,
     SslContextSource,
     start_guarded_app,

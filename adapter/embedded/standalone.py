@@ -21,10 +21,10 @@ from types import TracebackType
 from aiohttp import web
 
 from adapter.config import Settings, read_secret_file
+from adapter.config.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
 from adapter.embedded.gateway import EmbeddedGateway
 from adapter.embedded.http import start_http_gateway
 from adapter.embedded.tls import GatewayTls
-from adapter.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
 
 __all__ = ["StandaloneGateway", "gateway_accounts"]
 

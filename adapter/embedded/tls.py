@@ -14,7 +14,7 @@ from __future__ import annotations
 import ssl
 
 from adapter.config import TlsFiles
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 
 __all__ = ["GatewayTls", "build_server_context"]
 

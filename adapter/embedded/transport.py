@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from adapter.embedded.gateway import EmbeddedGateway
 from adapter.transport import RawReply
 
+__all__ = ["EmbeddedTransport"]
+
 
 class EmbeddedTransport:
     """Hands the request to the in-process embedded gateway: no socket, same bytes."""

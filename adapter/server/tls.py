@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 
 from adapter.config import TlsFiles
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 
 __all__ = ["ServerTls"]
 

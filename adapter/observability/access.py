@@ -22,9 +22,9 @@ from typing import Any
 
 import grpc
 
-from adapter.interceptors import Behaviour, ended_with, responses, wrap_behaviour
-from adapter.metrics import Metrics
-from adapter.tracing import current_trace_id
+from adapter.net.interceptors import Behaviour, ended_with, responses, wrap_behaviour
+from adapter.observability.metrics import Metrics
+from adapter.observability.tracing import current_trace_id
 
 __all__ = ["CallObserver", "CallRecord", "current_record", "level_of"]
 

@@ -26,7 +26,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from adapter import version
 from adapter.config import UpstreamSettings
-from adapter.http_guard import start_guarded_app
+from adapter.net.http_guard import start_guarded_app
 
 __all__ = ["Metrics", "MetricsListener", "upstream_label"]
 

@@ -24,12 +24,12 @@ from typing import Any
 
 import grpc
 
-from adapter.access import current_record
 from adapter.config import MAX_TOKEN_CHARS, CallerSettings
-from adapter.errors import CallerUnauthenticated
-from adapter.interceptors import Behaviour, responses, wrap_behaviour
-from adapter.redaction import Secret
-from adapter.status import rich_status
+from adapter.core.errors import CallerUnauthenticated
+from adapter.core.redaction import Secret
+from adapter.core.status import rich_status
+from adapter.net.interceptors import Behaviour, responses, wrap_behaviour
+from adapter.observability.access import current_record
 
 __all__ = ["CallerAuthentication", "Callers", "bearer_token", "current_caller"]
 

@@ -27,7 +27,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from adapter import nvp
+from adapter.core import nvp
+
+__all__ = [
+    "AdapterError",
+    "AdapterOverloaded",
+    "CallerUnauthenticated",
+    "CircuitOpen",
+    "ConfigError",
+    "GatewayRejected",
+    "MerchantNotAllowed",
+    "RequestInvalid",
+    "UpstreamCertificateInvalid",
+    "UpstreamConnectionLost",
+    "UpstreamError",
+    "UpstreamOverloaded",
+    "UpstreamProtocolError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]
 
 
 class AdapterError(Exception):

@@ -35,9 +35,39 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
-from adapter import nvp
-from adapter.errors import ConfigError
-from adapter.redaction import Secret
+from adapter.core import nvp
+from adapter.core.errors import ConfigError
+from adapter.core.redaction import Secret
+
+__all__ = [
+    "DEMO_MERCHANT",
+    "DEMO_PASSWORD",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "MAX_TOKEN_CHARS",
+    "MAX_WORKERS",
+    "MIB",
+    "CallerSettings",
+    "GatewaySettings",
+    "ListenAddress",
+    "LogSettings",
+    "MerchantCredentials",
+    "MetricsSettings",
+    "Overrides",
+    "ServerSettings",
+    "Settings",
+    "TlsFiles",
+    "UpstreamSettings",
+    "did_you_mean",
+    "load_server_settings",
+    "load_settings",
+    "parse_host_port",
+    "parse_listen",
+    "read_secret_file",
+    "redact_url",
+    "token_digest",
+    "type_name",
+]
 
 EMBEDDED = "embedded"
 DEMO_MERCHANT = "TESTMERCHANT"

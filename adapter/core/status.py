@@ -27,9 +27,9 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1.gateway_error_pb2 import GatewayError
-from adapter.errors import (
+from adapter.core import nvp
+from adapter.core.errors import (
     AdapterOverloaded,
     CallerUnauthenticated,
     CircuitOpen,
@@ -44,8 +44,18 @@ from adapter.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from adapter.redaction import scrub_free_text
-from adapter.schema import GATEWAY_ERROR
+from adapter.core.redaction import scrub_free_text
+from adapter.core.schema import GATEWAY_ERROR
+
+__all__ = [
+    "ELLIPSIS",
+    "UNKNOWN_CAUSE",
+    "RichStatus",
+    "clip",
+    "internal_status",
+    "reason_of",
+    "rich_status",
+]
 
 DOMAIN = "nvp-adapter"
 DEFAULT_RETRY_DELAY_SECONDS = 1.0

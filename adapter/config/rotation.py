@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 
 __all__ = ["DEFAULT_INTERVAL_SECONDS", "FileWatch"]
 

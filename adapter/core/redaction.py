@@ -39,7 +39,7 @@ import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
-from adapter import nvp
+from adapter.core import nvp
 
 __all__ = [
     "REDACTED",

@@ -23,7 +23,7 @@ from typing import Any
 import tomli_w
 
 from adapter.config import Settings, redact_url
-from adapter.redaction import Secret
+from adapter.core.redaction import Secret
 
 __all__ = ["MASK", "effective_document", "effective_toml"]
 

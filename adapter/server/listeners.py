@@ -14,8 +14,8 @@ import stat
 import grpc
 
 from adapter.config import ListenAddress, ServerSettings
-from adapter.errors import ConfigError
-from adapter.server_tls import ServerTls
+from adapter.core.errors import ConfigError
+from adapter.server.tls import ServerTls
 
 __all__ = [
     "bind",

@@ -25,14 +25,30 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
-from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import (
     gateway_error_pb2,
     retry_safety_pb2,
     session_service_pb2,
 )
-from adapter.errors import RequestInvalid
-from adapter.redaction import scrub_unmodelled
+from adapter.core import nvp
+from adapter.core.errors import RequestInvalid
+from adapter.core.redaction import scrub_unmodelled
+
+__all__ = [
+    "EXTRA_FIELDS",
+    "GATEWAY_ERROR",
+    "MAX_NAME_LENGTH",
+    "OPERATIONS",
+    "REQUIRED",
+    "SESSION_SERVICE",
+    "TOGETHER",
+    "VALUE_RULES",
+    "MessageSchema",
+    "Operation",
+    "ValueRule",
+    "check_extra_key",
+    "retry_safety",
+]
 
 EXTRA_FIELDS = "extra_fields"
 """The map field, in requests and responses, that carries NVP fields the proto does not model."""

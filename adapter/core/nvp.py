@@ -21,6 +21,27 @@ import re
 from collections.abc import Mapping
 from urllib.parse import quote_plus
 
+__all__ = [
+    "ADAPTER_OWNED",
+    "API_OPERATION",
+    "API_PASSWORD",
+    "API_USERNAME",
+    "CONTENT_TYPE",
+    "ERROR_CAUSE",
+    "ERROR_EXPLANATION",
+    "ERROR_FIELD",
+    "ERROR_SUPPORT_CODE",
+    "ERROR_VALIDATION_TYPE",
+    "MERCHANT",
+    "MERCHANT_ID",
+    "RESULT",
+    "RESULT_ERROR",
+    "USERNAME_PREFIX",
+    "NvpDecodeError",
+    "decode",
+    "encode",
+]
+
 CONTENT_TYPE = "application/x-www-form-urlencoded; charset=UTF-8"
 
 # Wire names every NVP operation shares; the names of modelled fields come from the proto.

@@ -33,7 +33,7 @@ from opentelemetry.trace import (
 from opentelemetry.util.types import AttributeValue
 
 from adapter import version
-from adapter.tracing import AttemptTrace, TraceContext, trace_headers
+from adapter.observability.trace_context import AttemptTrace, TraceContext, trace_headers
 
 __all__ = ["SERVICE_NAME", "Spans"]
 

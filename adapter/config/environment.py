@@ -34,7 +34,7 @@ from adapter.config import (
     did_you_mean,
     type_name,
 )
-from adapter.errors import ConfigError
+from adapter.core.errors import ConfigError
 
 __all__ = ["CONFIG_VARIABLE", "PREFIX", "TABLES", "VARIABLES", "config_file", "read_environment"]
 

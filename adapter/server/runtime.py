@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from types import TracebackType
 
@@ -24,26 +24,28 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from adapter.access import CallObserver
-from adapter.callers import CallerAuthentication, Callers
 from adapter.config import (
     ListenAddress,
     Settings,
     read_secret_file,
     token_digest,
 )
-from adapter.errors import ConfigError
-from adapter.interceptors import InterceptedHandlers
-from adapter.listeners import bind, listen_error, server_options
-from adapter.metrics import Metrics, MetricsListener, upstream_label
-from adapter.redaction import Secret
-from adapter.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
-from adapter.schema import SESSION_SERVICE
-from adapter.server_tls import ServerTls
-from adapter.service import session_service
-from adapter.tracing import TraceInterceptor, Tracing
+from adapter.config.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
+from adapter.core.errors import ConfigError
+from adapter.core.redaction import Secret
+from adapter.core.schema import SESSION_SERVICE
+from adapter.net.interceptors import InterceptedHandlers, Interceptor
+from adapter.observability.access import CallObserver
+from adapter.observability.metrics import Metrics, MetricsListener, upstream_label
+from adapter.observability.tracing import TraceInterceptor, Tracing
+from adapter.server.callers import CallerAuthentication, Callers
+from adapter.server.listeners import bind, listen_error, server_options
+from adapter.server.service import session_service
+from adapter.server.tls import ServerTls
 from adapter.transport import Transport, gateway_transport
 from adapter.upstream import UpstreamClient
+
+__all__ = ["SERVING", "AdapterServer", "http_transport", "serve"]
 
 log = logging.getLogger("adapter.server")
 
@@ -121,7 +123,8 @@ class AdapterServer:
         self._transport_factory = transport_factory
         self.health = health.aio.HealthServicer()
         self.watch = FileWatch(watch_interval)
-        self._watching: asyncio.Task[None] | None = None
+        self._resources = contextlib.AsyncExitStack()
+        """What ``start`` opened, closed by ``stop`` in reverse."""
         self._circuit_health: CircuitHealth | None = None
         self._stopping = False
         self.address = ""
@@ -135,10 +138,13 @@ class AdapterServer:
         self._metrics_listener: MetricsListener | None = None
         self.metrics_port = 0
         self._drain_cut = asyncio.Event()
-        self._tracing: Tracing | None = None
 
     async def start(self) -> None:
-        """Bind and start serving; raise ``ConfigError`` if an address or a file cannot be used."""
+        """Bind and start serving; raise ``ConfigError`` if an address or a file cannot be used.
+
+        Each resource is entered on one exit stack as it is opened: a failure at any step closes
+        what was opened before it, in reverse, and leaves nothing listening or running.
+        """
         server_settings = self.settings.server
         tls = ServerTls(server_settings.tls) if server_settings.tls is not None else None
         callers = Callers(self.settings.callers)
@@ -147,66 +153,61 @@ class AdapterServer:
             self.metrics = Metrics(upstream_label(self.settings.upstream))
         observer = CallObserver(self.metrics)
         tracing = Tracing.from_environment(self.settings.upstream)
-        server = grpc.aio.server(
-            options=server_options(server_settings),
-            maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
-        )
-        handlers = InterceptedHandlers(
-            [
+        async with contextlib.AsyncExitStack() as stack:
+            transport = self._transport or self._transport_factory(self.settings)
+            self._client = UpstreamClient(
+                transport,
+                self.settings.upstream,
+                self.settings.merchants,
+                on_circuit_change=self._on_circuit_change,
+                metrics=self.metrics,
+            )
+            _close_on(stack, "the upstream client", self._client.aclose)
+            if self.metrics is not None and metrics_address is not None:
+                self._metrics_listener = await _listen_for_scrapes(self.metrics, metrics_address)
+                self.metrics_port = self._metrics_listener.port
+                _close_on(stack, "the metrics listener", self._metrics_listener.aclose)
+            self._circuit_health = CircuitHealth(
+                self.health, self.settings.upstream.breaker_cooldown_seconds
+            )
+            _close_on(stack, "the circuit's health reports", self._circuit_health.aclose)
+            # Each gRPC server starts as soon as it is bound: one bound but never started holds
+            # its port until the process ends, whatever closes it.
+            shared = server_settings.workers > 1
+            server = grpc.aio.server(
+                options=server_options(server_settings),
+                maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
+            )
+            interceptors: list[Interceptor] = [
                 TraceInterceptor(tracing, [SESSION_SERVICE.full_name]),
                 observer,
                 CallerAuthentication(callers),
             ]
-        )
-        health_server: grpc.aio.Server | None = None
-        transport = self._transport or self._transport_factory(self.settings)
-        try:
-            shared = server_settings.workers > 1
+            server.add_generic_rpc_handlers((self._handlers(self._client, interceptors),))
             self.address, self.port = bind(
                 server, server_settings.address, "server.listen", tls, reuse_port=shared
             )
+            await server.start()
+            _close_on(stack, "the gRPC server", server.stop, 0)  # stop() stops it with grace first
             if (address := server_settings.health_address) is not None:
                 health_server = grpc.aio.server(options=server_options(server_settings))
+                health_handlers = InterceptedHandlers([observer])
+                health_pb2_grpc.add_HealthServicer_to_server(self.health, health_handlers)
+                health_server.add_generic_rpc_handlers((health_handlers,))
                 self.health_address, _ = bind(
                     health_server, address, "server.health_listen", reuse_port=shared
                 )
-            if self.metrics is not None and metrics_address is not None:
-                self._metrics_listener = await _listen_for_scrapes(self.metrics, metrics_address)
-                self.metrics_port = self._metrics_listener.port
-        except ConfigError:
-            await transport.aclose()
-            raise
-        self._circuit_health = CircuitHealth(
-            self.health, self.settings.upstream.breaker_cooldown_seconds
-        )
-        self._client = UpstreamClient(
-            transport,
-            self.settings.upstream,
-            self.settings.merchants,
-            on_circuit_change=self._on_circuit_change,
-            metrics=self.metrics,
-        )
-        handlers.add_generic_rpc_handlers(
-            (session_service(self._client, max_message_bytes=server_settings.max_message_bytes),)
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, handlers)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            reflection.aio.ReflectionServicer(SERVICE_NAMES), handlers
-        )
-        server.add_generic_rpc_handlers((handlers,))
-        await server.start()
-        if health_server is not None:
-            health_handlers = InterceptedHandlers([observer])
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, health_handlers)
-            health_server.add_generic_rpc_handlers((health_handlers,))
-            await health_server.start()
-        self._server, self._health_server = server, health_server
-        self._tracing = tracing
-        tracing.start()
-        self._watch_files(self._client, callers, tls)
-        self._watching = asyncio.create_task(self.watch.run())
-        for service in ("", SESSION_SERVICE.full_name):
-            await self.health.set(service, SERVING)
+                await health_server.start()
+                _close_on(stack, "the health server", health_server.stop, 0)
+            tracing.start()
+            _close_on(stack, "tracing", tracing.aclose)  # the last spans, of the calls just ended
+            self._watch_files(self._client, callers, tls)
+            watching = asyncio.create_task(self.watch.run())
+            _close_on(stack, "the file watch", _cancelled, watching)
+            for service in ("", SESSION_SERVICE.full_name):
+                await self.health.set(service, SERVING)
+            self._server = server
+            self._resources = stack.pop_all()
         security = "mutual TLS" if tls is not None and tls.mutual else "TLS" if tls else "plaintext"
         callers_note = f"{len(self.settings.callers)} callers" if callers.enabled else "no callers"
         health_note = f", health only on {self.health_address}" if self.health_address else ""
@@ -218,6 +219,21 @@ class AdapterServer:
             health_note,
             self.settings.describe(),
         )
+
+    def _handlers(
+        self, client: UpstreamClient, interceptors: list[Interceptor]
+    ) -> InterceptedHandlers:
+        """The API's services (sessions, health, reflection), each method intercepted once."""
+        handlers = InterceptedHandlers(interceptors)
+        max_message_bytes = self.settings.server.max_message_bytes
+        handlers.add_generic_rpc_handlers(
+            (session_service(client, max_message_bytes=max_message_bytes),)
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, handlers)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(SERVICE_NAMES), handlers
+        )
+        return handlers
 
     def _watch_files(self, client: UpstreamClient, callers: Callers, tls: ServerTls | None) -> None:
         """Every secret or certificate that comes from a file is read again when it changes."""
@@ -261,7 +277,7 @@ class AdapterServer:
         ``grace=0`` cuts a graceful stop (its drain included) short, and the first call
         finishes the stop.
         """
-        server, client = self._server, self._client
+        server = self._server
         if server is None:
             return
         if self._stopping:  # a stop is under way: cut its grace short if asked, and leave it be
@@ -270,9 +286,6 @@ class AdapterServer:
                 await server.stop(0)
             return
         self._stopping = True
-        if self._watching is not None:
-            self._watching.cancel()
-            self._watching = None
         await self.health.enter_graceful_shutdown()
         drain = self.settings.server.drain_seconds
         if grace is None and drain > 0:
@@ -280,20 +293,10 @@ class AdapterServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain_cut.wait(), drain)
         await server.stop(self.settings.server.grace_seconds if grace is None else grace)
-        self._server = None
-        if self._health_server is not None:
-            await self._health_server.stop(0)
-            self._health_server = None
-        if self._metrics_listener is not None:
-            await self._metrics_listener.aclose()
-            self._metrics_listener = None
-        if self._circuit_health is not None:
-            await self._circuit_health.aclose()
-        if client is not None:
-            self._client = None
-            await client.aclose()
-        if self._tracing is not None:
-            await self._tracing.aclose()  # the last spans, those of the calls just finished
+        self._server = self._client = self._metrics_listener = None
+        # The rest in reverse order of opening; one that fails to close is logged and the others
+        # are still closed.
+        await self._resources.aclose()
         self._stopping = False
         log.info("stopped")
 
@@ -312,6 +315,29 @@ class AdapterServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def _close_on(
+    stack: contextlib.AsyncExitStack,
+    what: str,
+    close: Callable[..., Awaitable[object]],
+    *args: object,
+) -> None:
+    """Put ``close(*args)`` on ``stack``; when it fails, log it once and let the rest close."""
+
+    async def closing() -> None:
+        try:
+            await close(*args)
+        except Exception:
+            log.exception("closing %s failed", what)
+
+    stack.push_async_callback(closing)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _listen_for_scrapes(metrics: Metrics, address: ListenAddress) -> MetricsListener:

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from adapter.config import Settings
-from adapter.listeners import reserve_port
+from adapter.server.listeners import reserve_port
 
 __all__ = ["READY", "Supervisor", "watch_supervisor"]
 

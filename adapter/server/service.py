@@ -18,13 +18,20 @@ from functools import partial
 import grpc
 from google.protobuf.message import Message
 
-from adapter import nvp
-from adapter.access import CallRecord, current_record
-from adapter.callers import current_caller
-from adapter.errors import AdapterError, MerchantNotAllowed, UpstreamError, UpstreamProtocolError
-from adapter.schema import OPERATIONS, SESSION_SERVICE, Operation
-from adapter.status import internal_status, rich_status
+from adapter.core import nvp
+from adapter.core.errors import (
+    AdapterError,
+    MerchantNotAllowed,
+    UpstreamError,
+    UpstreamProtocolError,
+)
+from adapter.core.schema import OPERATIONS, SESSION_SERVICE, Operation
+from adapter.core.status import internal_status, rich_status
+from adapter.observability.access import CallRecord, current_record
+from adapter.server.callers import current_caller
 from adapter.upstream import Answer, UpstreamClient
+
+__all__ = ["RpcBoundary", "session_service"]
 
 log = logging.getLogger("adapter.rpc")
 

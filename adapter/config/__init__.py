@@ -1,0 +1,66 @@
+"""Settings: the TOML file, ``NVP_ADAPTER_*`` variables and flags, validated into frozen
+dataclasses (``settings``); the environment mapping (``environment``), the effective settings
+as TOML (``effective``) and secret files read again when they change (``rotation``).
+
+The package re-exports ``settings``' public names: ``from adapter.config import Settings``.
+"""
+
+from adapter.config.settings import (
+    DEMO_MERCHANT,
+    DEMO_PASSWORD,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    MAX_TOKEN_CHARS,
+    MAX_WORKERS,
+    MIB,
+    CallerSettings,
+    GatewaySettings,
+    ListenAddress,
+    LogSettings,
+    MerchantCredentials,
+    MetricsSettings,
+    Overrides,
+    ServerSettings,
+    Settings,
+    TlsFiles,
+    UpstreamSettings,
+    did_you_mean,
+    load_server_settings,
+    load_settings,
+    parse_host_port,
+    parse_listen,
+    read_secret_file,
+    redact_url,
+    token_digest,
+    type_name,
+)
+
+__all__ = [
+    "DEMO_MERCHANT",
+    "DEMO_PASSWORD",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "MAX_TOKEN_CHARS",
+    "MAX_WORKERS",
+    "MIB",
+    "CallerSettings",
+    "GatewaySettings",
+    "ListenAddress",
+    "LogSettings",
+    "MerchantCredentials",
+    "MetricsSettings",
+    "Overrides",
+    "ServerSettings",
+    "Settings",
+    "TlsFiles",
+    "UpstreamSettings",
+    "did_you_mean",
+    "load_server_settings",
+    "load_settings",
+    "parse_host_port",
+    "parse_listen",
+    "read_secret_file",
+    "redact_url",
+    "token_digest",
+    "type_name",
+]
