@@ -8,19 +8,19 @@ plugs the embedded gateway into the transport seam when the settings ask for it.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
-from adapter.config import Settings, read_secret_file
-from adapter.config.rotation import FileWatch
+from adapter.config import Settings
+from adapter.config.rotation import FileWatch, watch_password_files
 from adapter.embedded import EmbeddedGateway, EmbeddedTransport
+from adapter.embedded.standalone import gateway_accounts
 from adapter.observability.tracing import Tracing
 from adapter.server import AdapterServer, http_transport
 from adapter.server.callers import Callers
 from adapter.server.tls import ServerTls
 from adapter.transport import Transport
 
-__all__ = ["build_server", "build_transport", "check", "embedded_accounts"]
+__all__ = ["build_server", "build_transport", "check"]
 
 
 def build_transport(settings: Settings, watch: FileWatch | None = None) -> Transport:
@@ -33,28 +33,11 @@ def build_transport(settings: Settings, watch: FileWatch | None = None) -> Trans
     """
     if not settings.upstream.is_embedded:
         return http_transport(settings)
-    gateway = EmbeddedGateway(embedded_accounts(settings))
-    for merchant, credentials in settings.merchants.items():
-        if watch is not None and credentials.password_file is not None:
-            watch.add(
-                f"embedded gateway: merchants.{merchant}.password_file",
-                [credentials.password_file],
-                partial(_set_password, gateway, merchant, credentials.password_file),
-            )
+    gateway = EmbeddedGateway(gateway_accounts(settings))
+    if watch is not None:
+        label = "embedded gateway: "
+        watch_password_files(watch, settings.merchants, gateway.set_password, label=label)
     return EmbeddedTransport(gateway, settings.upstream.api_version)
-
-
-def _set_password(gateway: EmbeddedGateway, merchant: str, path: str) -> None:
-    gateway.set_password(merchant, read_secret_file(path, f"merchants.{merchant}.password_file"))
-
-
-def embedded_accounts(settings: Settings) -> dict[str, str]:
-    """The accounts the embedded gateway accepts: every configured merchant with a password."""
-    return {
-        merchant: creds.password.reveal()
-        for merchant, creds in settings.merchants.items()
-        if creds.password is not None
-    }
 
 
 def build_server(

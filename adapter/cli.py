@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -54,10 +53,12 @@ from adapter.config.effective import effective_toml
 from adapter.config.environment import CONFIG_VARIABLE, config_file, read_environment
 from adapter.core.errors import ConfigError
 from adapter.embedded.standalone import StandaloneGateway
+from adapter.net.addresses import format_address
 from adapter.observability.logs import configure_logging, json_line
 from adapter.probe import dial_target, probe, probe_target
 from adapter.server import AdapterServer, serve
-from adapter.server.listeners import format_address, listen_error
+from adapter.server.listeners import listen_error
+from adapter.server.signals import stop_and_reload_signals
 from adapter.server.workers import READY, Supervisor, watch_supervisor
 
 __all__ = ["loop_factory", "main"]
@@ -448,20 +449,15 @@ async def _run_gateway(settings: Settings) -> None:
         await gateway.start()
     except OSError as exc:
         raise listen_error("gateway.listen", address, exc) from None
+    stopping = asyncio.Event()
     try:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
-        # SIGHUP reads the TLS and password files again, as daemons do, instead of its default
-        # action of ending the process.
-        loop.add_signal_handler(signal.SIGHUP, gateway.reload)
-        line = _gateway_start_line(gateway)
-        if settings.log.format == "json":
-            where = format_address(gateway.host, gateway.port)
-            line = json_line(line, {"address": where, "url": gateway.url})
-        print(line, flush=True)
-        await stopping.wait()
+        with stop_and_reload_signals(stopping.set, gateway.reload):
+            line = _gateway_start_line(gateway)
+            if settings.log.format == "json":
+                where = format_address(gateway.host, gateway.port)
+                line = json_line(line, {"address": where, "url": gateway.url})
+            print(line, flush=True)
+            await stopping.wait()
     finally:
         await gateway.aclose()
 

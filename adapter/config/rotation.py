@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from adapter.config.settings import MerchantCredentials, read_secret_file
 from adapter.core.errors import ConfigError
 
-__all__ = ["DEFAULT_INTERVAL_SECONDS", "FileWatch"]
+__all__ = ["DEFAULT_INTERVAL_SECONDS", "FileWatch", "watch_password_files"]
 
 log = logging.getLogger("adapter.rotation")
 
@@ -93,3 +94,24 @@ def _fingerprint(paths: Sequence[str]) -> tuple[bytes | None, ...]:
         except OSError:
             digests.append(None)
     return tuple(digests)
+
+
+def watch_password_files(
+    watch: FileWatch,
+    merchants: Mapping[str, MerchantCredentials],
+    on_password: Callable[[str, str], None],
+    *,
+    label: str = "",
+) -> None:
+    """Each merchant's ``password_file``, read again when it changes: ``on_password(merchant,
+    password)``. ``label`` goes before the key in the watch's log lines (whose copy it is)."""
+    for merchant, credentials in merchants.items():
+        path = credentials.password_file
+        if path is None:
+            continue
+        where = f"merchants.{merchant}.password_file"
+
+        def load(merchant: str = merchant, path: str = path, where: str = where) -> None:
+            on_password(merchant, read_secret_file(path, where))
+
+        watch.add(f"{label}{where}", [path], load)

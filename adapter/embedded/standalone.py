@@ -20,11 +20,12 @@ from types import TracebackType
 
 from aiohttp import web
 
-from adapter.config import Settings, read_secret_file
-from adapter.config.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
+from adapter.config import Settings
+from adapter.config.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch, watch_password_files
 from adapter.embedded.gateway import EmbeddedGateway
 from adapter.embedded.http import start_http_gateway
 from adapter.embedded.tls import GatewayTls
+from adapter.net.addresses import format_address
 
 __all__ = ["StandaloneGateway", "gateway_accounts"]
 
@@ -83,9 +84,8 @@ class StandaloneGateway:
     @property
     def url(self) -> str:
         """The operation URL for the configured API version."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
         return (
-            f"{self.scheme}://{host}:{self._port}/api/nvp/version/"
+            f"{self.scheme}://{format_address(self.host, self._port)}/api/nvp/version/"
             f"{self.settings.upstream.api_version}"
         )
 
@@ -102,7 +102,7 @@ class StandaloneGateway:
         if settings.gateway.tls is not None:
             self._tls = GatewayTls(settings.gateway.tls)
             self._watch.add("gateway.tls", self._tls.paths, self._tls.load)
-        self._watch_password_files()
+        watch_password_files(self._watch, self.settings.merchants, self.gateway.set_password)
         self._warn_about_the_setup()
         self._runner, self._port = await start_http_gateway(
             self.gateway,
@@ -139,17 +139,6 @@ class StandaloneGateway:
     def reload(self) -> int:
         """Read every watched file now (SIGHUP); how many groups loaded. Never raises."""
         return self._watch.reload()
-
-    def _watch_password_files(self) -> None:
-        for merchant, creds in self.settings.merchants.items():
-            if creds.password_file is None:
-                continue
-            where = f"merchants.{merchant}.password_file"
-
-            def load(merchant: str = merchant, path: str = creds.password_file) -> None:
-                self.gateway.set_password(merchant, read_secret_file(path, f"merchants.{merchant}"))
-
-            self._watch.add(where, [creds.password_file], load)
 
     def _warn_about_the_setup(self) -> None:
         by_certificate = [m for m, password in self.accounts.items() if password is None]

@@ -52,6 +52,8 @@ from typing import Any
 
 from aiohttp import web
 
+from adapter.net.addresses import format_address
+
 __all__ = [
     "ConnectionGuard",
     "ConnectionLimits",
@@ -572,8 +574,7 @@ class GuardedSite(web.BaseSite):
     @property
     def name(self) -> str:
         scheme = "http" if self._guard.ssl_context() is None else "https"
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"{scheme}://{host}:{self._port}"
+        return f"{scheme}://{format_address(self._host, self._port)}"
 
     async def start(self) -> None:
         await super().start()

@@ -1,9 +1,9 @@
 """One access line per RPC, and the RPC metrics: ``CallObserver``, an interceptor.
 
-The observer opens a ``CallRecord`` for each call before caller authentication or the handler
-runs (only tracing, which sets the trace id the record names, runs outside it);
-what only they know (the caller, the merchant, the ErrorInfo reason, the upstream attempts and
-HTTP status) they write into ``current_record()``. When the call ends, however it ends, the
+The observer is the outermost interceptor: it starts each call's context (``call.start_call``)
+with a ``CallRecord`` in it, before tracing, caller authentication or the handler run; what only
+they know (the trace id, the caller, the merchant, the ErrorInfo reason, the upstream attempts
+and HTTP status) they write into that record. When the call ends, however it ends, the
 observer writes the access line on the ``adapter.access`` logger and counts the call in
 ``metrics.Metrics``.
 
@@ -13,26 +13,20 @@ failure at WARNING, a fault of the adapter at ERROR (``level_of``).
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from adapter.net.interceptors import Behaviour, ended_with, responses, wrap_behaviour
+from adapter.observability.call import CallRecord, start_call
 from adapter.observability.metrics import Metrics
-from adapter.observability.tracing import current_trace_id
 
-__all__ = ["CallObserver", "CallRecord", "current_record", "level_of"]
+__all__ = ["CallObserver", "level_of"]
 
 log = logging.getLogger("adapter.access")
-
-MAX_LOGGED_CHARS = 128
-"""A caller's own text (a merchant id or correlation id that failed validation) is clipped to
-this in the access line: a line stays a line, whatever a caller sends."""
 
 _CALLERS_MISTAKES = frozenset(
     {
@@ -51,56 +45,6 @@ _CALLERS_MISTAKES = frozenset(
 # badly (INTERNAL INVALID_REQUEST), or an end the adapter did not decide (no reason: something
 # escaped to grpc). Every other failure with a reason is the gateway's (SERVER_FAILED, a
 # malformed answer, a timeout, an unknown cause...).
-
-_current: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar(
-    "call_record", default=None
-)
-
-
-@dataclass(slots=True)
-class CallRecord:
-    """What the access line says of one call; filled in by whoever knows each part."""
-
-    rpc: str
-    caller: str | None = None
-    merchant: str | None = None
-    correlation_id: str | None = None
-    reason: str | None = None
-    """The ErrorInfo reason of a failure."""
-    status_message: str | None = None
-    """A failure's status message, with every configured password scrubbed."""
-    attempts: int | None = None
-    http_status: int | None = None
-    trace_id: str | None = None
-    started: float = field(default_factory=time.perf_counter)
-
-    def fields(self, code: grpc.StatusCode, duration_ms: float) -> dict[str, Any]:
-        """The access line's fields, those with no value left out."""
-        values: dict[str, Any] = {
-            "rpc": _clipped(self.rpc),
-            "merchant": _clipped(self.merchant),
-            "caller": self.caller,
-            "code": code.name,
-            "reason": self.reason,
-            "attempts": self.attempts,
-            "http_status": self.http_status,
-            "duration_ms": round(duration_ms, 2),
-            "correlation_id": _clipped(self.correlation_id),
-            "trace_id": self.trace_id,
-            "status_message": self.status_message,
-        }
-        return {name: value for name, value in values.items() if value is not None}
-
-
-def _clipped(text: str | None) -> str | None:
-    if text is None or len(text) <= MAX_LOGGED_CHARS:
-        return text
-    return text[:MAX_LOGGED_CHARS] + "…"
-
-
-def current_record() -> CallRecord | None:
-    """The record of the call being handled, or None outside an observed call."""
-    return _current.get()
 
 
 def level_of(code: grpc.StatusCode, reason: str | None) -> int:
@@ -190,8 +134,8 @@ class CallObserver:
         return observed
 
     def _open(self, method: str) -> CallRecord:
-        record = CallRecord(rpc=method.rpartition("/")[2], trace_id=current_trace_id())
-        _current.set(record)
+        record = CallRecord(rpc=method.rpartition("/")[2])
+        start_call().record = record
         if self._metrics is not None:
             self._metrics.rpc_started(method)
         return record

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,7 @@ import grpc
 from adapter.config import UpstreamSettings, redact_url
 from adapter.core.errors import ConfigError
 from adapter.net.interceptors import Behaviour, ended_with
+from adapter.observability.call import current_call, this_call
 from adapter.observability.trace_context import (
     AttemptTrace,
     RpcTrace,
@@ -88,28 +88,27 @@ class SpanExport(Protocol):
     def shutdown(self) -> None: ...
 
 
-_current: contextvars.ContextVar[RpcTrace | None] = contextvars.ContextVar("trace", default=None)
 _UNTRACED = contextlib.nullcontext(AttemptTrace(None))
 
 
 def current_trace_id() -> str | None:
     """The trace id of the RPC being handled: from the caller's ``traceparent``, or the trace
     OpenTelemetry started for it; None when the RPC is untraced (or outside an RPC)."""
-    rpc = _current.get()
-    return None if rpc is None else rpc.trace_id
+    call = current_call()
+    return None if call is None or call.trace is None else call.trace.trace_id
 
 
 def attempt_trace(number: int) -> AbstractContextManager[AttemptTrace]:
     """Upstream attempt ``number`` of the current RPC; its ``headers`` are None if untraced."""
-    rpc = _current.get()
-    return _UNTRACED if rpc is None else rpc.attempt(number)
+    call = current_call()
+    return _UNTRACED if call is None or call.trace is None else call.trace.attempt(number)
 
 
 def annotate(**attributes: str) -> None:
     """Name what the current RPC is about on its spans (merchant, operation); never a secret."""
-    rpc = _current.get()
-    if rpc is not None:
-        rpc.annotate(attributes)
+    call = current_call()
+    if call is not None and call.trace is not None:
+        call.trace.annotate(attributes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,14 +236,15 @@ class TraceInterceptor:
             rpc = self._tracing.begin(method, tuple(context.invocation_metadata() or ()))
             if rpc is None:
                 return await behaviour(request, context)
-            token = _current.set(rpc)
+            call = this_call()
+            call.trace = rpc
+            if call.record is not None:
+                call.record.trace_id = rpc.trace_id
             try:
                 response = await behaviour(request, context)
             except BaseException as exc:  # an abort is an exception too: its code is on the context
                 rpc.end(ended_with(context, exc))
                 raise
-            finally:
-                _current.reset(token)
             rpc.end(ended_with(context))
             return response
 

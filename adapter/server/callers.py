@@ -14,7 +14,6 @@ digest; a certificate identity comes from grpc's auth context (the TLS peer grpc
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import hmac
 import logging
@@ -29,7 +28,7 @@ from adapter.core.errors import CallerUnauthenticated
 from adapter.core.redaction import Secret
 from adapter.core.status import rich_status
 from adapter.net.interceptors import Behaviour, responses, wrap_behaviour
-from adapter.observability.access import current_record
+from adapter.observability.call import current_call, this_call
 
 __all__ = ["CallerAuthentication", "Callers", "bearer_token", "current_caller"]
 
@@ -41,14 +40,11 @@ _BEARER = "bearer "
 _CERTIFICATE_PROPERTIES = ("peer_uri", "peer_dns", "x509_common_name")
 """Where grpc's auth context holds a verified client certificate's URI SANs, DNS SANs and CN."""
 
-_current: contextvars.ContextVar[CallerSettings | None] = contextvars.ContextVar(
-    "caller", default=None
-)
-
 
 def current_caller() -> CallerSettings | None:
     """The caller authenticated for this RPC, or None when caller authentication is off."""
-    return _current.get()
+    call = current_call()
+    return None if call is None else call.caller
 
 
 class Callers:
@@ -149,15 +145,15 @@ class CallerAuthentication:
         caller = self._callers.identify(
             tuple(context.invocation_metadata() or ()), context.auth_context()
         )
-        record = current_record()
+        call = this_call()
         if caller is None:
             status = rich_status(CallerUnauthenticated())
-            if record is not None:
-                record.reason = status.reason
+            if call.record is not None:
+                call.record.reason = status.reason
             await context.abort_with_status(status.to_grpc())
-        elif record is not None:
-            record.caller = caller.name
-        _current.set(caller)
+        elif call.record is not None:
+            call.record.caller = caller.name
+        call.caller = caller
 
     def _unary(self, behaviour: Behaviour) -> Behaviour:
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

@@ -15,12 +15,12 @@ import grpc
 
 from adapter.config import ListenAddress, ServerSettings
 from adapter.core.errors import ConfigError
+from adapter.net.addresses import format_address
 from adapter.server.tls import ServerTls
 
 __all__ = [
     "bind",
     "check_can_bind",
-    "format_address",
     "listen_error",
     "reserve_port",
     "server_options",
@@ -91,11 +91,6 @@ def listen_error(where: str, address: ListenAddress, exc: BaseException) -> Conf
         return ConfigError(f"{where}: {address} is in use")
     why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
     return ConfigError(f"{where}: cannot listen on {address}: {why}")
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port``, with IPv6 hosts in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:

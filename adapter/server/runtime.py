@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -30,7 +29,7 @@ from adapter.config import (
     read_secret_file,
     token_digest,
 )
-from adapter.config.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch
+from adapter.config.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch, watch_password_files
 from adapter.core.errors import ConfigError
 from adapter.core.redaction import Secret
 from adapter.core.schema import SESSION_SERVICE
@@ -41,6 +40,7 @@ from adapter.observability.tracing import TraceInterceptor, Tracing
 from adapter.server.callers import CallerAuthentication, Callers
 from adapter.server.listeners import bind, listen_error, server_options
 from adapter.server.service import session_service
+from adapter.server.signals import stop_and_reload_signals
 from adapter.server.tls import ServerTls
 from adapter.transport import Transport, gateway_transport
 from adapter.upstream import UpstreamClient
@@ -179,8 +179,8 @@ class AdapterServer:
                 maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
             )
             interceptors: list[Interceptor] = [
+                observer,  # outermost: it starts each call's context
                 TraceInterceptor(tracing, [SESSION_SERVICE.full_name]),
-                observer,
                 CallerAuthentication(callers),
             ]
             server.add_generic_rpc_handlers((self._handlers(self._client, interceptors),))
@@ -237,13 +237,11 @@ class AdapterServer:
 
     def _watch_files(self, client: UpstreamClient, callers: Callers, tls: ServerTls | None) -> None:
         """Every secret or certificate that comes from a file is read again when it changes."""
-        for merchant, credentials in self.settings.merchants.items():
-            if credentials.password_file is not None:
-                self.watch.add(
-                    f"merchants.{merchant}.password_file",
-                    [credentials.password_file],
-                    partial(_reload_password, client, merchant, credentials.password_file),
-                )
+        watch_password_files(
+            self.watch,
+            self.settings.merchants,
+            lambda merchant, password: client.replace_password(merchant, Secret(password)),
+        )
         for name, caller in self.settings.callers.items():
             if caller.token_file is not None:
                 self.watch.add(
@@ -349,11 +347,6 @@ async def _listen_for_scrapes(metrics: Metrics, address: ListenAddress) -> Metri
     return listener
 
 
-def _reload_password(client: UpstreamClient, merchant: str, path: str) -> None:
-    where = f"merchants.{merchant}.password_file"
-    client.replace_password(merchant, Secret(read_secret_file(path, where)))
-
-
 def _reload_token(callers: Callers, name: str, path: str) -> None:
     where = f"callers.{name}.token_file"
     callers.replace_token(name, token_digest(read_secret_file(path, where), where))
@@ -376,17 +369,13 @@ async def serve(server: AdapterServer, on_ready: Callable[[AdapterServer], None]
             log.info("second signal: stopping at once")
             hard_stop.append(loop.create_task(server.stop(grace=0)))
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
-    loop.add_signal_handler(signal.SIGHUP, server.reload)
     try:
-        await server.start()
-        on_ready(server)
-        await stopping.wait()
-        await server.stop()
+        with stop_and_reload_signals(on_signal, server.reload):
+            await server.start()
+            on_ready(server)
+            await stopping.wait()
+            await server.stop()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
         with contextlib.suppress(Exception):
             await server.stop(grace=0)
         for task in hard_stop:

@@ -27,7 +27,7 @@ from adapter.core.errors import (
 )
 from adapter.core.schema import OPERATIONS, SESSION_SERVICE, Operation
 from adapter.core.status import internal_status, rich_status
-from adapter.observability.access import CallRecord, current_record
+from adapter.observability.call import CallRecord, current_call
 from adapter.server.callers import current_caller
 from adapter.upstream import Answer, UpstreamClient
 
@@ -61,7 +61,8 @@ class RpcBoundary:
     async def handle(
         self, raw: bytes, context: grpc.aio.ServicerContext[bytes, Message]
     ) -> Message:
-        record = current_record()
+        call = current_call()
+        record = None if call is None else call.record
         try:
             request: Message | None = None
             try:

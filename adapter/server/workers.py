@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 from adapter.config import Settings
 from adapter.server.listeners import reserve_port
+from adapter.server.signals import stop_and_reload_signals
 
 __all__ = ["READY", "Supervisor", "watch_supervisor"]
 
@@ -97,31 +98,30 @@ class Supervisor:
 
         Call ``reserve`` first. ``on_ready`` runs once every worker serves.
         """
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGHUP, self._pass_on, signal.SIGHUP)
         try:
-            first = await self._start(1)
-            if first is not None:
-                return first
-            count = self.settings.server.workers
-            if self._signals == 0:
-                results = await asyncio.gather(*(self._start(n) for n in range(2, count + 1)))
-                failed = next((code for code in results if code is not None), None)
-                if failed is not None:
-                    self._stop_all()
-                    await self._reap()
-                    return failed
-            if self._signals == 0:
-                pids = ", ".join(str(w.proc.pid) for w in self._workers)
-                log.info("%d workers serving on %s (pids %s)", count, self.address, pids)
-                on_ready()
-            return await self._reap()
+            with stop_and_reload_signals(self._on_stop_signal, self._pass_on_reload):
+                return await self._serve(on_ready)
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(signum)
             await self._close()
+
+    async def _serve(self, on_ready: Callable[[], None]) -> int:
+        """Start every worker, then wait for them all to end; the exit status."""
+        first = await self._start(1)
+        if first is not None:
+            return first
+        count = self.settings.server.workers
+        if self._signals == 0:
+            results = await asyncio.gather(*(self._start(n) for n in range(2, count + 1)))
+            failed = next((code for code in results if code is not None), None)
+            if failed is not None:
+                self._stop_all()
+                await self._reap()
+                return failed
+        if self._signals == 0:
+            pids = ", ".join(str(w.proc.pid) for w in self._workers)
+            log.info("%d workers serving on %s (pids %s)", count, self.address, pids)
+            on_ready()
+        return await self._reap()
 
     async def _start(self, number: int) -> int | None:
         """Start worker ``number`` and wait until it serves: None, or its exit status if it
@@ -164,6 +164,9 @@ class Supervisor:
         else:
             log.info("second signal: stopping the workers at once")
         self._pass_on(signal.SIGTERM)
+
+    def _pass_on_reload(self) -> None:
+        self._pass_on(signal.SIGHUP)
 
     def _pass_on(self, signum: int) -> None:
         for worker in self._workers:
