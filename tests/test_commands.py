@@ -169,7 +169,7 @@ async def test_config_check_parses_the_listeners_certificate(tmp_path: Path) -> 
     code, out, err = await run("config", "check", "--config", path)
     assert (code, out, err.count("\n")) == (2, "", 1)
     assert err.startswith("nvp-adapter: error: server.tls: ")
-    assert "are not a matching PEM certificate and key" in err
+    assert f"cannot load {cert} and {other_key} as a PEM certificate and its key: " in err
 
 
 async def test_config_check_loads_the_gateways_ca_bundle(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ssl
 
 from adapter.config import TlsFiles
-from adapter.core.errors import ConfigError
+from adapter.net.tls import server_context
 
 __all__ = ["GatewayTls", "build_server_context"]
 
@@ -55,43 +55,9 @@ class GatewayTls:
 
 
 def build_server_context(files: TlsFiles) -> ssl.SSLContext:
-    """A TLS server context; with ``client_ca_file``, client certificates asked for and verified.
+    """A TLS server context; with ``client_ca_file``, client certificates asked for and verified
+    (optional, not required: clients that authenticate with apiPassword still get in).
 
     Raises ``ConfigError`` naming the file that did not load.
     """
-    # Not ssl.create_default_context(Purpose.CLIENT_AUTH): that trusts the system's CAs for
-    # client certificates too, and any CN a public CA signed would then pass as a merchant.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        # A password callback that gives none: an encrypted key fails here, in words, instead
-        # of OpenSSL asking for a pass phrase on the terminal.
-        context.load_cert_chain(files.cert_file, files.key_file, password=_no_password)
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise ConfigError(
-            f"gateway.tls: cannot load {files.cert_file} and {files.key_file} as a PEM "
-            f"certificate and its key: {_reason(exc)}"
-        ) from None
-    if files.client_ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=files.client_ca_file)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"gateway.tls.client_ca_file: cannot load {files.client_ca_file} as PEM CA "
-                f"certificates: {_reason(exc)}"
-            ) from None
-        # Optional, not required: clients that authenticate with apiPassword still get in.
-        context.verify_mode = ssl.CERT_OPTIONAL
-    return context
-
-
-def _no_password() -> bytes:
-    raise ValueError("the key is encrypted; give the gateway an unencrypted key file")
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return str(exc)
+    return server_context("gateway.tls", files.cert_file, files.key_file, files.client_ca_file)

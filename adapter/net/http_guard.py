@@ -488,11 +488,6 @@ class ConnectionGuard:
             f"tls={self._ssl_context is not None})"
         )
 
-    @property
-    def open_connections(self) -> int:
-        """Connections counted against the cap now."""
-        return len(self._open)
-
     def ssl_context(self) -> ssl.SSLContext | None:
         return None if self._ssl_context is None else self._ssl_context()
 

@@ -7,13 +7,13 @@ current one) otherwise, so connections made before a rotation keep theirs and no
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 
 import grpc
 
 from adapter.config import TlsFiles
 from adapter.core.errors import ConfigError
+from adapter.net.tls import server_context
 
 __all__ = ["ServerTls"]
 
@@ -59,22 +59,7 @@ class ServerTls:
         cert, key = _read(files.cert_file, "cert_file"), _read(files.key_file, "key_file")
         client_ca = _read(files.client_ca_file, "client_ca_file") if files.client_ca_file else None
         # grpc reports a bad certificate only when a client connects; ssl says it now, in words.
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            context.load_cert_chain(files.cert_file, files.key_file)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(
-                f"server.tls: {files.cert_file} and {files.key_file} are not a matching PEM "
-                f"certificate and key ({_reason(exc)})"
-            ) from None
-        if client_ca is not None:
-            try:
-                context.load_verify_locations(cadata=client_ca.decode("ascii"))
-            except (ssl.SSLError, ValueError, UnicodeDecodeError) as exc:
-                raise ConfigError(
-                    f"server.tls.client_ca_file {files.client_ca_file}: not a PEM CA "
-                    f"certificate ({_reason(exc)})"
-                ) from None
+        server_context("server.tls", files.cert_file, files.key_file, files.client_ca_file)
         return grpc.ssl_server_certificate_configuration([(key, cert)], client_ca)
 
 
@@ -83,7 +68,3 @@ def _read(path: str, key: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"server.tls.{key}: cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "reason", None) or type(exc).__name__
