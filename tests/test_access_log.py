@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -68,6 +69,16 @@ def parsed(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
+async def written(stream: io.StringIO, count: int) -> list[dict[str, Any]]:
+    """The lines, once ``count`` are written. A failed call's status can reach its caller first:
+    grpc sends an abort's status before the exception leaves the handler, where the observer
+    writes the line."""
+    async with asyncio.timeout(5):
+        while len(stream.getvalue().splitlines()) < count:
+            await asyncio.sleep(0.001)
+    return parsed(stream)
+
+
 def without_timing(line: dict[str, Any]) -> dict[str, Any]:
     """The line less what varies from run to run: its time stamp and duration."""
     assert isinstance(line.pop("ts"), str)
@@ -87,7 +98,7 @@ async def test_a_success_is_one_info_line_with_every_field(
     await stub.CreateSession(
         pb.CreateSessionRequest(merchant=MERCHANT, correlation_id="order-1"), timeout=5
     )
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines, 1)
     assert without_timing(line) == {
         "level": "INFO",
         "logger": "adapter.access",
@@ -107,7 +118,7 @@ async def test_a_callers_mistake_is_info_with_its_reason(
     """A request the adapter refuses is one INFO line with its reason and no attempts."""
     stub = await start_adapter(make_settings())
     await fail(stub, pb.CreateSessionRequest(merchant="no such merchant!"))
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines, 1)
     assert (line["level"], line["code"], line["reason"]) == (
         "INFO",
         "INVALID_ARGUMENT",
@@ -126,7 +137,7 @@ async def test_an_upstream_failure_is_warning_with_attempts_and_status(
         make_settings(scripted_upstream.url, retry_initial_backoff_seconds=0.01)
     )
     await fail(stub)
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines, 1)
     fields = ("level", "code", "reason", "attempts", "http_status")
     assert tuple(line[f] for f in fields) == ("WARNING", "UNAVAILABLE", "SERVER_BUSY", 3, 200)
     assert line["status_message"].startswith("gateway answered SERVER_BUSY")
@@ -147,7 +158,7 @@ async def test_an_adapter_fault_is_error(access_lines: io.StringIO) -> None:
         grpc.aio.insecure_channel(server.address) as channel,
     ):
         await fail(session_service_pb2_grpc.SessionServiceStub(channel))
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines, 1)
     assert (line["level"], line["code"], line["reason"]) == ("ERROR", "INTERNAL", "INTERNAL")
 
 
@@ -171,7 +182,7 @@ async def test_the_authenticated_caller_is_named(
         metadata=(("authorization", f"Bearer {TOKEN}"),),
         timeout=5,
     )
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines, 1)
     assert (line["caller"], line["code"]) == ("checkout", "OK")
 
 
@@ -180,7 +191,7 @@ async def test_an_unauthenticated_call_has_its_one_line(
 ) -> None:
     """Refused by the authentication interceptor, before any handler: still one line."""
     await fail(with_callers, metadata=(("authorization", "Bearer wrong"),))
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines, 1)
     assert (line["level"], line["code"], line["reason"]) == (
         "INFO",
         "UNAUTHENTICATED",
@@ -212,7 +223,8 @@ async def test_every_rpc_writes_exactly_one_line(
         else:
             await fail(stub, pb.CreateSessionRequest(merchant="OTHER"))
             expected.append("PERMISSION_DENIED")
-    assert [line["code"] for line in parsed(access_lines)] == expected
+    lines = await written(access_lines, len(expected))
+    assert [line["code"] for line in lines] == expected
 
 
 async def test_an_unknown_method_has_its_one_line(access_lines: io.StringIO) -> None:
@@ -232,7 +244,7 @@ async def test_an_unknown_method_has_its_one_line(access_lines: io.StringIO) -> 
             grpc.StatusCode.UNIMPLEMENTED,
             "Method not found!",
         )
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines, 1)
     assert without_timing(line) == {
         "level": "INFO",
         "logger": "adapter.access",
@@ -272,7 +284,7 @@ async def test_a_long_callers_value_is_clipped(
     """A 1 MB merchant id (refused) is logged as its first 128 characters and an ellipsis."""
     stub = await start_adapter(make_settings())
     await fail(stub, pb.CreateSessionRequest(merchant="M" * 1_000_000))
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines, 1)
     assert line["merchant"] == "M" * 128 + "…"
 
 
@@ -334,6 +346,6 @@ async def test_the_callers_trace_id_is_on_the_line(
     traceparent = f"00-{trace_id}-00f067aa0ba902b7-01"
     await stub.CreateSession(request, metadata=(("traceparent", traceparent),), timeout=5)
     await stub.CreateSession(request, timeout=5)
-    traced, untraced = parsed(access_lines)
+    traced, untraced = await written(access_lines, 2)
     assert traced["trace_id"] == trace_id
     assert "trace_id" not in untraced

@@ -210,7 +210,7 @@ def test_field_path_for_violations() -> None:
 
 @given(
     merchant=st.from_regex(r"[0-9A-Za-z_-]{1,12}", fullmatch=True),
-    correlation=st.text(st.characters(exclude_categories=["Cs"])),
+    correlation=st.text(st.characters(exclude_categories=["Cs"]), max_size=100),  # its bound
     extra=st.dictionaries(
         st.from_regex(r"[a-z][a-z0-9]{0,8}(\.[a-z0-9]{1,8}){0,2}", fullmatch=True),
         st.text(st.characters(exclude_categories=["Cs"])),
