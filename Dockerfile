@@ -39,7 +39,7 @@ RUN python -m venv /opt/nvp-adapter \
 FROM ${BASE_IMAGE}
 COPY --from=venv /opt/nvp-adapter /opt/nvp-adapter
 
-# The image's defaults, as environment settings (README, Operations: Image). They rank above a
+# The image's defaults, as environment settings (docs/operations.md, Image). They rank above a
 # config file, so the image sets only where it listens:
 # - the API on loopback: only containers of the same pod reach it (a sidecar), and the adapter
 #   refuses a non-loopback address without [server.tls] or server.insecure = true;

@@ -2,7 +2,7 @@
 calls per second, latency and RSS, each server a fresh process per run.
 
 Usage: .venv/bin/python scripts/bench.py [--seconds 5] [--warmup 1] [--rounds 3]
-           [--concurrency 1,32] [--servers bare,embedded,http,https]
+           [--concurrency 1,32] [--servers bare,embedded,http,https] [--no-access-log]
        .venv/bin/python scripts/bench.py --observability [--servers embedded,http] ...
        .venv/bin/python scripts/bench.py --memory 100000 [--servers embedded,http]
        .venv/bin/python scripts/bench.py --workers 1,2 [--concurrency 32] ...
@@ -16,19 +16,23 @@ The servers, each started on loopback port 0 for one run and stopped with SIGTER
 - **https**: the same over HTTPS, with trustme certificates (``[gateway.tls]`` on the gateway,
   ``upstream.ca_file`` on the adapter).
 
-The adapter runs with ``--log-level warning`` (no access line for a success) and no metrics. The
-load comes from a second process (this script's ``_load`` mode): a grpc.aio client with N calls in
-flight on one channel for ``--warmup`` seconds, then ``--seconds`` measured seconds. Over the
-measured window it reads the server process's CPU time (user + system of all its threads, from
-/proc/PID/stat); the gateway process of http and https is read separately and not counted in the
-server's. Each round runs every server at every concurrency, in an order rotated from round to
-round; the report gives the medians across rounds, and each server's ratios to bare as the median
-of the ratios within each round (neighbouring runs share the machine's load of the moment).
+The adapter runs in its default configuration: log level INFO, so every call writes its access
+line (text, to a file; the run fails unless there is one per call), and no metrics.
+``--no-access-log`` runs it with ``--log-level warning`` instead, so a success writes no access
+line. The load comes from a second process (this script's ``_load`` mode): a grpc.aio client
+with N calls in flight on one channel for ``--warmup`` seconds, then ``--seconds`` measured
+seconds. Over the measured window it reads the server process's CPU time (user + system of all
+its threads, from /proc/PID/stat); the gateway process of http and https is read separately and
+not counted in the server's. Each round runs every server at every concurrency, in an order
+rotated from round to round; each round's line gives every server's CPU per call as a ratio to
+bare in that round, and the report gives the medians across rounds, each ratio to bare as the
+median of the ratios within each round (neighbouring runs share the machine's load of the
+moment), with the smallest and the largest of them: the spread across rounds.
 
-``--observability`` runs each adapter of ``--servers`` (default embedded) four ways: as above,
-with ``[metrics] listen`` (scraped at the end, so the counters were kept), with
-``--log-level info --log-format json`` (an access line per call, to a file), and with both; the
-ratios are to the same adapter with both off.
+``--observability`` runs each adapter of ``--servers`` (default embedded) four ways: with
+``--log-level warning`` and no metrics (neither on), with ``[metrics] listen`` (scraped at the
+end, so the counters were kept), with ``--log-level info --log-format json`` (an access line per
+call, to a file), and with both; the ratios are to the same adapter with neither on.
 
 ``--workers 1,2`` runs ``nvp-adapter serve --workers N`` on the embedded gateway for each N (1 to
 8), in rounds rotated as above, with the load spread over WORKER_CHANNELS channels of their own
@@ -448,19 +452,40 @@ async def run_load(argv: Sequence[str], limit: float) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Setup:
-    """One server as it is run: its kind (one of SERVERS) and what observability it has on."""
+    """One server as it is run: its kind (one of SERVERS) and what observability it has on.
+
+    ``access`` is an access line per call; ``observed`` marks the variants of
+    ``--observability``, which are named by what they have on and write their lines as JSON.
+    """
 
     kind: str
     metrics: bool = False
-    access: bool = False
+    access: bool = True  # the adapter's default: INFO, a line per call
     workers: int = 0  # serve --workers N; 0: the flag left out
+    observed: bool = False
 
     @property
     def name(self) -> str:
         if self.workers:
             return f"workers-{self.workers}"
+        if not self.observed:
+            return self.kind
         extra = {(True, False): "+metrics", (False, True): "+access", (True, True): "+both"}
         return self.kind + extra.get((self.metrics, self.access), "")
+
+    @property
+    def logging(self) -> list[str]:
+        """The adapter's logging flags: none for its default (INFO, text), ``--log-level
+        warning`` for no access line on a success, JSON lines for ``--observability``."""
+        if not self.access:
+            return ["--log-level", "warning"]
+        return ["--log-level", "info", "--log-format", "json"] if self.observed else []
+
+    def access_lines(self, stderr: str) -> int:
+        """How many access lines the adapter (and its workers) wrote in ``stderr``."""
+        if self.observed:
+            return stderr.count('"event": "rpc"')
+        return len(re.findall(r" INFO adapter\.access rpc rpc=", stderr))
 
     @property
     def has_gateway(self) -> bool:
@@ -544,11 +569,6 @@ async def start_setup(
         lines += ["[metrics]", f'listen = "127.0.0.1:{metrics_port}"']
     config = workdir.path / f"{setup.name}.toml"
     config.write_text("".join(f"{line}\n" for line in lines))
-    logging = (
-        ["--log-level", "info", "--log-format", "json"]
-        if setup.access
-        else ["--log-level", "warning"]  # no access line for a success
-    )
     server = await start(
         "adapter",
         [
@@ -559,7 +579,7 @@ async def start_setup(
             "127.0.0.1:0",
             "--config",
             str(config),
-            *logging,
+            *setup.logging,
         ],
         children,
     )
@@ -622,7 +642,7 @@ async def run_setup(
             if counted < made - sum(errors.values()):
                 raise RuntimeError(f"{setup.name}: /metrics counts {counted:.0f} of {made} calls")
         exits = await stop_all(children)
-        access_lines = server.stderr_text().count('"event": "rpc"') if setup.access else 0
+        access_lines = setup.access_lines(server.stderr_text()) if setup.access else 0
     finally:
         await kill_all(children)
     if setup.access and access_lines != made:
@@ -650,14 +670,39 @@ async def run_setup(
 
 def setups_for(args: argparse.Namespace) -> list[Setup]:
     if args.workers:
-        return [Setup("embedded", workers=count) for count in args.workers]
+        return [
+            Setup("embedded", access=not args.no_access_log, workers=count)
+            for count in args.workers
+        ]
     if not args.observability:
-        return [Setup(kind) for kind in args.servers]
+        # bare writes no access line of any kind: it is the baseline, not the adapter.
+        return [
+            Setup(kind, access=kind != "bare" and not args.no_access_log) for kind in args.servers
+        ]
     return [
-        Setup(kind, metrics=metrics, access=access)
+        Setup(kind, metrics=metrics, access=access, observed=True)
         for kind in args.servers
         for metrics, access in ((False, False), (True, False), (False, True), (True, True))
     ]
+
+
+def configuration(args: argparse.Namespace) -> str:
+    """The report's line on how the adapter was configured."""
+    if args.observability:
+        return (
+            "adapter: four ways, compared with each other: --log-level warning and no metrics; "
+            "[metrics] listen; --log-level info --log-format json (an access line per call, to a "
+            "file); both"
+        )
+    if args.no_access_log:
+        return (
+            "adapter: --no-access-log: --log-level warning, so a success writes no access line; "
+            "no metrics"
+        )
+    return (
+        "adapter: the default configuration: log level INFO, an access line per call (text, to "
+        "a file); no metrics"
+    )
 
 
 def baseline_of(setup: Setup, setups: Sequence[Setup], args: argparse.Namespace) -> Setup | None:
@@ -665,12 +710,19 @@ def baseline_of(setup: Setup, setups: Sequence[Setup], args: argparse.Namespace)
     bare; None if absent."""
     if args.workers:
         return setups[0]
-    base = Setup(setup.kind) if args.observability else Setup("bare")
+    base = (
+        Setup(setup.kind, access=False, observed=True)
+        if args.observability
+        else Setup("bare", access=False)
+    )
     return base if base in setups else None
 
 
-def describe_run(run: Run) -> str:
+def describe_run(run: Run, base: Run | None = None) -> str:
+    """One run in its round's line; with ``base``, the CPU per call as a ratio to it."""
     text = f"{run.calls_per_second:6.0f}/s {run.cpu_us_per_call:5.0f} us"
+    if base is not None:
+        text += f" {ratio(run.cpu_us_per_call, base.cpu_us_per_call):.2f}x"
     if run.worker_shares:
         text += " (CPU " + "/".join(f"{share:.0%}" for share in run.worker_shares) + ")"
     if run.errors:
@@ -735,16 +787,37 @@ def print_table(
         )
 
 
+def round_ratios(
+    mine: Sequence[Run], theirs: Sequence[Run], value: Callable[[Run], float]
+) -> list[float]:
+    """The ratio within each round, in the order of the rounds."""
+    return [ratio(value(a), value(b)) for a, b in zip(mine, theirs, strict=True)]
+
+
 def median_ratio(
     mine: Sequence[Run], theirs: Sequence[Run], value: Callable[[Run], float]
 ) -> float:
     """The median, across rounds, of the ratio within each round."""
-    return statistics.median(ratio(value(a), value(b)) for a, b in zip(mine, theirs, strict=True))
+    return statistics.median(round_ratios(mine, theirs, value))
+
+
+def spread(ratios: Sequence[float]) -> str:
+    """``median 1.21x, min 1.10x, max 1.30x over 3 rounds``: the ratios' median and range."""
+    rounds = len(ratios)
+    return (
+        f"median {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x, "
+        f"max {max(ratios):.2f}x over {rounds} round{'s' * (rounds > 1)}"
+    )
 
 
 async def bench(args: argparse.Namespace) -> int:
     setups = setups_for(args)
     bases = {setup.name: baseline_of(setup, setups, args) for setup in setups}
+
+    def base_run(setup: Setup, done: dict[str, Run]) -> Run | None:
+        base = bases[setup.name]
+        return None if base in (None, setup) else done[base.name]
+
     runs: dict[tuple[str, int], list[Run]] = {
         (setup.name, concurrency): [] for setup in setups for concurrency in args.concurrency
     }
@@ -755,6 +828,7 @@ async def bench(args: argparse.Namespace) -> int:
         f"{args.rounds} round{'s' * (args.rounds > 1)}, the order rotated every round; "
         "each server a fresh process per run"
     )
+    print(configuration(args))
     if args.workers:
         print(
             f"serve --workers N on the embedded gateway; the calls in flight spread over "
@@ -777,7 +851,8 @@ async def bench(args: argparse.Namespace) -> int:
                 print(
                     f"round {number + 1}, {concurrency} in flight: "
                     + " | ".join(
-                        f"{setup.name} {describe_run(done[setup.name])}" for setup in setups
+                        f"{setup.name} {describe_run(done[setup.name], base_run(setup, done))}"
+                        for setup in setups
                     ),
                     flush=True,
                 )
@@ -786,21 +861,21 @@ async def bench(args: argparse.Namespace) -> int:
     print(f"\nload average at end: {load_average()}")
     compared = [setup for setup in setups if bases[setup.name] not in (None, setup)]
     if compared:
-        print("ratios (median of each round's ratio):")
-    for concurrency in args.concurrency:
-        for setup in compared:
-            base = bases[setup.name]
-            assert base is not None  # noqa: S101 (compared holds only setups with a base)
-            mine, theirs = runs[(setup.name, concurrency)], runs[(base.name, concurrency)]
-            cpu = median_ratio(mine, theirs, lambda run: run.cpu_us_per_call)
-            print(f"{setup.name}/{base.name} CPU per call at {concurrency} in flight: {cpu:.2f}x")
-    for concurrency in args.concurrency:
-        for setup in compared:
-            base = bases[setup.name]
-            assert base is not None  # noqa: S101
-            mine, theirs = runs[(setup.name, concurrency)], runs[(base.name, concurrency)]
-            rate = median_ratio(mine, theirs, lambda run: run.calls_per_second)
-            print(f"{setup.name}/{base.name} calls/s at {concurrency} in flight: {rate:.2f}x")
+        print("ratios (each round's ratio: their median, the smallest and the largest):")
+    measures: list[tuple[str, Callable[[Run], float]]] = [
+        ("CPU per call", lambda run: run.cpu_us_per_call),
+        ("calls/s", lambda run: run.calls_per_second),
+    ]
+    for label, value in measures:
+        for concurrency in args.concurrency:
+            for setup in compared:
+                base = bases[setup.name]
+                assert base is not None  # noqa: S101 (compared holds only setups with a base)
+                mine, theirs = runs[(setup.name, concurrency)], runs[(base.name, concurrency)]
+                print(
+                    f"{setup.name}/{base.name} {label} at {concurrency} in flight: "
+                    + spread(round_ratios(mine, theirs, value))
+                )
     failed = [
         f"{name} at {concurrency}"
         for (name, concurrency), mine in runs.items()
@@ -818,6 +893,7 @@ async def memory(args: argparse.Namespace) -> int:
     warmup, sample_every = calls // 10, max(1, calls // 100)
     print(f"machine: {machine()}")
     print(f"command: {shlex.join(['python', 'scripts/bench.py', *sys.argv[1:]])}")
+    print(configuration(args))
     print(
         f"{calls} RetrieveSession calls of one session per server at {MEMORY_CONCURRENCY} in "
         "flight (CreateSession would fill the embedded session store by design); RSS sampled "
@@ -832,7 +908,8 @@ async def memory(args: argparse.Namespace) -> int:
         for kind in args.servers:
             children: list[Child] = []
             try:
-                server, _, _ = await start_setup(Setup(kind), workdir, children)
+                setup = Setup(kind, access=not args.no_access_log)
+                server, _, _ = await start_setup(setup, workdir, children)
                 report = await run_load(
                     [
                         "_memory",
@@ -973,6 +1050,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"serve --workers N on the embedded gateway, e.g. 1,2 (1 to {MAX_BENCH_WORKERS})",
     )
     parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="run the adapter with --log-level warning, so a success writes no access line "
+        "(default: the adapter's default configuration, an access line per call)",
+    )
+    parser.add_argument(
         "--time-limit",
         type=_bounded(float, 10, 3600),
         default=900.0,
@@ -997,6 +1080,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             if args.memory
             else list(SERVERS)
         )
+    if args.observability and args.no_access_log:
+        parser.error("--observability runs the adapter with and without access lines itself")
     if (args.observability or args.memory) and "bare" in args.servers:
         parser.error("--observability and --memory measure the adapter: embedded, http, https")
     return args

@@ -5,7 +5,7 @@ Usage: .venv/bin/python scripts/first_call.py [--target 127.0.0.1:50051] [--merc
 
 ``--target`` also takes ``unix:PATH``. ``--token-file`` sends ``authorization: Bearer <token>``
 (the file's text less its trailing newline); ``--ca-file`` calls over TLS, and a client certificate
-makes it mutual TLS.
+makes it mutual TLS. Exits 0 when the call succeeded, 1 when it failed (after printing why).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from grpc_calls import add_connection_arguments, call_metadata, describe_failure
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2, session_service_pb2_grpc
 
 
-async def main() -> None:
+async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="127.0.0.1:50051")
     parser.add_argument("--merchant", default="TESTMERCHANT")
@@ -39,7 +39,9 @@ async def main() -> None:
             print(await call)
         except grpc.aio.AioRpcError:
             print("\n".join(await describe_failure(call)))
+            return 1
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    raise SystemExit(asyncio.run(main()))

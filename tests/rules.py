@@ -1,4 +1,4 @@
-"""The contract's rules on what the adapter does to the gateway's text, written out from README.
+"""The contract's rules on what the adapter does to the gateway's text, written out from the docs.
 
 Written here rather than imported from the adapter, so that tests check the adapter against the
 contract and not against itself.
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 REDACTED = "[REDACTED]"
 MARKER = re.compile(r"apiPassword(=|%3D)", re.IGNORECASE)
-# README, "Errors": the gateway's documented lengths, and 100 for its enum-valued fields.
+# docs/errors.md, "Bounds": the gateway's documented lengths, and 100 for its enum-valued fields.
 GATEWAY_TEXT_LIMITS = {
     "error.explanation": 1000,
     "error.field": 100,

@@ -1,6 +1,8 @@
 """``scripts/bench.py`` works: tiny runs of each mode exit 0 and print their report's lines.
 
-Nothing here asserts a figure: the numbers depend on the machine and its load of the moment.
+Nothing here asserts a figure or times anything: the numbers depend on the machine and its load of
+the moment. What is checked is the script's behaviour: which configuration it measures, that it
+says so, and the lines it prints (each round, the medians, the spread of the ratios).
 """
 
 from __future__ import annotations
@@ -22,6 +24,22 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
 TIMEOUT = 120.0  # far above the seconds each run takes; only there so that a hang fails the test
 _RATIO = r"[0-9]+\.[0-9]{2}x"
+DEFAULT_CONFIGURATION = (
+    "adapter: the default configuration: log level INFO, an access line per call (text, to a "
+    "file); no metrics"
+)
+NO_ACCESS_LOG = (
+    "adapter: --no-access-log: --log-level warning, so a success writes no access line; no metrics"
+)
+
+
+def spread(measure: str, concurrency: int, rounds: int, name: str = "embedded/bare") -> str:
+    """The pattern of one ratio's line: its median, smallest and largest across the rounds."""
+    plural = "s" if rounds > 1 else ""
+    return (
+        rf"^{name} {measure} at {concurrency} in flight: median {_RATIO}, min {_RATIO}, "
+        rf"max {_RATIO} over {rounds} round{plural}$"
+    )
 
 
 @dataclass(frozen=True)
@@ -56,7 +74,8 @@ def _run(*args: str) -> BenchRun:
 
 @pytest.fixture(scope="module")
 def side_by_side() -> BenchRun:
-    """One round, one call in flight, bare and embedded only, half a second each."""
+    """One round, one call in flight, bare and embedded only, half a second each; the adapter in
+    its default configuration."""
     return _run(
         *("--seconds", "0.5", "--warmup", "0.2", "--rounds", "1"),
         *("--concurrency", "1", "--servers", "bare,embedded"),
@@ -83,13 +102,46 @@ def test_side_by_side_prints_the_table(side_by_side: BenchRun) -> None:
 
 
 def test_side_by_side_prints_quotable_ratios(side_by_side: BenchRun) -> None:
-    """The summary says embedded/bare CPU per call and calls per second, each on its own line."""
+    """The summary says embedded/bare CPU per call and calls per second, each on its own line
+    with the median, the smallest and the largest of the rounds' ratios."""
+    for measure in ("CPU per call", "calls/s"):
+        assert re.search(spread(measure, 1, 1), side_by_side.report, re.M), side_by_side.report
+
+
+def test_side_by_side_measures_the_default_configuration(side_by_side: BenchRun) -> None:
+    """Without ``--no-access-log`` the adapter runs as configured out of the box, an access line
+    per call (the script counts them and would fail the run otherwise), and the report says so."""
+    assert side_by_side.lines[3] == DEFAULT_CONFIGURATION, side_by_side.report
+    assert side_by_side.lines[-1] == "result: ok", side_by_side.report
+
+
+def test_side_by_side_prints_each_round_with_its_ratio(side_by_side: BenchRun) -> None:
+    """Each round has its line: every server's calls per second and CPU per call, and the
+    adapter's CPU per call as a ratio to bare's in that round."""
     assert re.search(
-        rf"^embedded/bare CPU per call at 1 in flight: {_RATIO}$", side_by_side.report, re.M
+        rf"^round 1, 1 in flight: bare +[0-9]+/s +[0-9]+ us \| embedded +[0-9]+/s +[0-9]+ us "
+        rf"{_RATIO}$",
+        side_by_side.report,
+        re.M,
     ), side_by_side.report
-    assert re.search(
-        rf"^embedded/bare calls/s at 1 in flight: {_RATIO}$", side_by_side.report, re.M
-    ), side_by_side.report
+
+
+def test_no_access_log_runs_the_adapter_quiet_and_gives_the_spread_of_rounds() -> None:
+    """``--no-access-log`` runs the adapter with ``--log-level warning`` and says so; over two
+    rounds each round has its line and each ratio its median, smallest and largest."""
+    run = _run(
+        *("--no-access-log", "--seconds", "0.2", "--warmup", "0.1", "--rounds", "2"),
+        *("--concurrency", "1", "--servers", "bare,embedded"),
+    )
+    assert run.returncode == 0, run.report + run.stderr
+    assert run.lines[3] == NO_ACCESS_LOG, run.report
+    for number in (1, 2):
+        assert re.search(rf"^round {number}, 1 in flight: bare .* {_RATIO}$", run.report, re.M), (
+            run.report
+        )
+    for measure in ("CPU per call", "calls/s"):
+        assert re.search(spread(measure, 1, 2), run.report, re.M), run.report
+    assert run.lines[-1] == "result: ok", run.report
 
 
 def test_side_by_side_names_the_machine(side_by_side: BenchRun) -> None:
@@ -115,9 +167,7 @@ def test_observability_mode_runs_every_variant() -> None:
     assert run.returncode == 0, run.report + run.stderr
     for variant in ("metrics", "access", "both"):
         assert re.search(
-            rf"^embedded\+{variant}/embedded CPU per call at 1 in flight: {_RATIO}$",
-            run.report,
-            re.M,
+            spread("CPU per call", 1, 1, name=f"embedded\\+{variant}/embedded"), run.report, re.M
         ), run.report
 
 
@@ -152,9 +202,9 @@ def test_workers_mode_compares_the_numbers_of_workers() -> None:
     assert re.fullmatch(
         rf"workers-2( +[0-9.]+){{4}} +- +[0-9.]+ +{_RATIO} +{_RATIO}", lines[header + 3]
     ), run.report
-    assert re.search(
-        rf"^workers-2/workers-1 calls/s at 8 in flight: {_RATIO}$", run.report, re.M
-    ), run.report
+    assert re.search(spread("calls/s", 8, 1, name="workers-2/workers-1"), run.report, re.M), (
+        run.report
+    )
     assert "Traceback" not in run.stderr + run.report, run.stderr
     assert lines[-1] == "result: ok", run.report
 
@@ -197,6 +247,7 @@ def bench() -> Iterator[ModuleType]:
         ["--workers", "1,2", "--servers", "bare,embedded"],
         ["--workers", "1,2", "--memory", "1000"],
         ["--workers", "1,2", "--observability"],
+        ["--observability", "--no-access-log"],
     ],
 )
 def test_out_of_bounds_arguments_are_usage_errors(bench: ModuleType, argv: list[str]) -> None:
@@ -214,6 +265,46 @@ def test_each_mode_has_its_default_servers(bench: ModuleType) -> None:
     assert bench.parse_args(["--observability"]).servers == ["embedded"]
     assert bench.parse_args(["--memory", "1000"]).servers == ["embedded", "http"]
     assert bench.parse_args(["--workers", "2,1"]).servers == ["embedded"]
+
+
+def test_the_adapter_runs_its_default_configuration_unless_told(bench: ModuleType) -> None:
+    """Every mode but ``--observability`` runs the adapter with no logging flag (its default:
+    an access line per call); ``--no-access-log`` gives it ``--log-level warning``. Bare, the
+    baseline, never counts access lines."""
+    for argv in ([], ["--memory", "1000"], ["--workers", "1,2"]):
+        for setup in bench.setups_for(bench.parse_args(argv)):
+            if setup.kind == "bare":
+                assert not setup.access, (argv, setup)
+            else:
+                assert (setup.access, setup.logging) == (True, []), (argv, setup)
+        quiet = bench.setups_for(bench.parse_args([*argv, "--no-access-log"]))
+        for setup in quiet:
+            assert not setup.access, (argv, setup)
+            if setup.kind != "bare":
+                assert setup.logging == ["--log-level", "warning"], (argv, setup)
+    assert bench.parse_args([]).no_access_log is False
+
+
+def test_observability_compares_with_both_off(bench: ModuleType) -> None:
+    """``--observability``'s baseline is the adapter with neither metrics nor access lines."""
+    args = bench.parse_args(["--observability"])
+    setups = bench.setups_for(args)
+    names = [setup.name for setup in setups]
+    assert names == ["embedded", "embedded+metrics", "embedded+access", "embedded+both"]
+    base = bench.baseline_of(setups[2], setups, args)
+    assert (base.name, base.access, base.metrics, base.logging) == (
+        "embedded",
+        False,
+        False,
+        ["--log-level", "warning"],
+    )
+    assert setups[2].logging == ["--log-level", "info", "--log-format", "json"]
+
+
+def test_the_spread_is_median_min_and_max(bench: ModuleType) -> None:
+    """The spread line gives the median, the smallest and the largest of the rounds' ratios."""
+    assert bench.spread([1.3, 1.1, 1.2]) == "median 1.20x, min 1.10x, max 1.30x over 3 rounds"
+    assert bench.spread([1.5]) == "median 1.50x, min 1.50x, max 1.50x over 1 round"
 
 
 def test_workers_mode_defaults(bench: ModuleType) -> None:

@@ -1,4 +1,4 @@
-"""No call succeeds upstream and then fails on its way back (README, "Errors").
+"""No call succeeds upstream and then fails on its way back (docs/errors.md).
 
 A request is refused before any upstream call when its answer might not fit back through gRPC
 (correlation_id over 100 characters, extra_fields past their bounds); an answer that is over the

@@ -445,7 +445,7 @@ def _expected_code(fields: dict[str, str], http_status: int) -> tuple[Code, str]
 
 def _check_response(response: pb.CreateSessionResponse, fields: dict[str, str]) -> None:
     """Modelled names land in their fields verbatim, everything else (and unknown enum text) in
-    extra_fields, verbatim but for an echoed apiPassword (README, "Errors")."""
+    extra_fields, verbatim but for an echoed apiPassword (docs/errors.md, "Secrets")."""
     extra = {name: value for name, value in fields.items() if name not in MODELLED_NAMES}
     for name, table in (("result", RESULTS), ("session.updateStatus", UPDATE_STATUSES)):
         if name in fields and fields[name] not in table:
@@ -464,7 +464,7 @@ def _check_response(response: pb.CreateSessionResponse, fields: dict[str, str]) 
 
 def _check_failure(failure: Failure, fields: dict[str, str], code: Code, reason: str) -> None:
     """The code, reason and details the error table (README, "Errors") asks for; the gateway's
-    text in them redacted and clipped as README says."""
+    text in them redacted and clipped as docs/errors.md says."""
     assert (failure.code, failure.info.reason) == (code, reason), failure.message
     metadata = dict(failure.info.metadata)
     assert metadata.get("attempts") == "1"

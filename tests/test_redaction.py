@@ -1,4 +1,4 @@
-"""Redaction never corrupts data and is never an oracle (README, "Errors").
+"""Redaction never corrupts data and is never an oracle (docs/errors.md, "Secrets").
 
 The adapter removes a password only where it stands as the value of ``apiPassword`` in the
 gateway's free text, by a rule that does not know the password. So a password of one common

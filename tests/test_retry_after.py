@@ -1,4 +1,4 @@
-"""Retry-After is advice, read strictly and trusted only so far (README, "Failure behaviour").
+"""Retry-After is advice, read strictly and trusted only so far (docs/errors.md, "Retry-After").
 
 The gateway's ``Retry-After`` is 1 to 9 ASCII digits or an HTTP date, or it is no advice; the
 adapter waits for it only up to ``upstream.retry_after_max_seconds`` and never past the caller's
@@ -282,7 +282,8 @@ DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 def advice(header: str) -> float | None:
-    """README's rule, written out: 1 to 9 ASCII digits, or an HTTP date, else no advice."""
+    """The rule of docs/errors.md, written out: 1 to 9 ASCII digits, or an HTTP date, else
+    no advice."""
     value = header.strip(" \t")
     if DIGITS.fullmatch(value):
         return float(value)

@@ -224,8 +224,8 @@ async def test_sigterm_drains_calls_in_flight(adapter: Adapter, upstream: HeldUp
 async def test_second_sigterm_stops_at_once(adapter: Adapter, upstream: HeldUpstream) -> None:
     """A second SIGTERM during the graceful stop ends it at once: calls held by the upstream
     end with grpc's UNAVAILABLE "Cancelling all calls" (README's error table) instead of hanging,
-    and the process exits 0 (as README says of the first signal; the second only cuts the grace
-    short) well before the grace period, with no traceback."""
+    and the process exits 0 (as docs/errors.md says of the first signal; the second only cuts the
+    grace short) well before the grace period, with no traceback."""
     held = 10
     upstream.expected = held
     async with grpc.aio.insecure_channel(adapter.address) as channel:

@@ -67,7 +67,7 @@ class InterceptedHandlers(grpc.GenericRpcHandler):
     grpc.aio runs its interceptors on every call as a chain of coroutines (the interceptor's
     ``intercept_service``, grpc's continuation, each awaited); here the wrapped handler of a known
     method is made on its first call and handed out again, which measured about 9 % of the
-    adapter's CPU per call (README, Performance). ``interceptors`` are given outermost first, as
+    adapter's CPU per call (docs/performance.md). ``interceptors`` are given outermost first, as
     grpc takes them. A method the server does not have is wrapped on every call and never held,
     so that no caller can grow the table with names of its own.
 
