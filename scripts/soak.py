@@ -21,48 +21,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import re
 import shlex
-import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO
 
 import grpc
+from children import ADAPTER, START_TIMEOUT, Child, kill_all, rss_bytes, start, stop_all
 
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 
 MERCHANT = "TESTMERCHANT"
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 15.0
 CALL_TIMEOUT = 10.0
 MIB = 1024 * 1024
 MIN_SAMPLES = 4  # one to a quarter
-_SCRIPT = Path(sys.executable).with_name("nvp-adapter")
-COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "adapter"]
-_ADDRESS = re.compile(r"listening on (?:http://)?(\S+?)(?:/api\S*)? ")
-
-
-@dataclass
-class Child:
-    """One ``nvp-adapter`` process: its address (from its first line) and its stderr file."""
-
-    name: str
-    proc: asyncio.subprocess.Process
-    stderr: IO[bytes]
-    address: str = ""
-    drain: asyncio.Task[None] | None = None
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        self.stderr.seek(0)
-        return "\n".join(self.stderr.read().decode(errors="replace").splitlines()[-lines:])
 
 
 @dataclass
@@ -79,55 +54,6 @@ class Results:
         many samples a quarter holds."""
         quarter = max(1, len(self.rss_samples) // 4)
         return min(self.rss_samples[:quarter]), min(self.rss_samples[-quarter:]), quarter
-
-
-async def start(name: str, args: Sequence[str], stderr: IO[bytes], children: list[Child]) -> Child:
-    """Start ``nvp-adapter ARGS`` and wait for the first line, which names the bound address.
-
-    The child joins ``children`` at once, so that the caller stops it even if this fails.
-    """
-    proc = await asyncio.create_subprocess_exec(
-        *COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=stderr
-    )
-    child = Child(name, proc, stderr)
-    children.append(child)
-    if proc.stdout is None:  # cannot happen with stdout=PIPE; narrows the type
-        raise RuntimeError(f"{name}: no stdout pipe")
-    line = (await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)).decode()
-    match = _ADDRESS.search(line)
-    if match is None:
-        raise RuntimeError(f"{name} printed no address: {line!r}\n{child.stderr_tail()}")
-    child.address = match[1]
-    child.drain = asyncio.create_task(_drain(proc.stdout))  # the pipe must never fill up
-    return child
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.read(65536):
-        pass
-
-
-async def stop(child: Child) -> int:
-    """SIGTERM, then wait; a process that outlives STOP_TIMEOUT is killed and reported as -9."""
-    if child.proc.returncode is None:
-        child.proc.send_signal(signal.SIGTERM)
-    try:
-        return await asyncio.wait_for(child.proc.wait(), STOP_TIMEOUT)
-    except TimeoutError:
-        child.proc.kill()
-        await child.proc.wait()
-        return -signal.SIGKILL
-    finally:
-        if child.drain is not None:
-            await child.drain
-
-
-def rss_bytes(pid: int) -> int:
-    """The process's resident set size, from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 async def drive(
@@ -226,46 +152,36 @@ def report(args: argparse.Namespace, results: Results, exits: dict[str, int]) ->
 
 async def soak(args: argparse.Namespace) -> bool:
     children: list[Child] = []
-    with tempfile.TemporaryFile() as gateway_err, tempfile.TemporaryFile() as adapter_err:
-        try:
-            gateway = await start(
-                "gateway", ["gateway", "--listen", "127.0.0.1:0"], gateway_err, children
-            )
-            adapter = await start(
-                "adapter",
-                [
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--upstream",
-                    f"http://{gateway.address}",
-                ],
-                adapter_err,
-                children,
-            )
-            results = await drive(
-                adapter.address,
-                adapter.proc.pid,
-                calls=args.calls,
-                concurrency=args.concurrency,
-                warmup=args.warmup,
-                sample_every=args.sample_every,
-            )
-            # Reverse order: the adapter first, so no call of its is cut off by a gone gateway.
-            exits = {child.name: await stop(child) for child in reversed(children)}
-            ok = report(args, results, exits)
-            if not ok:
-                for child in children:
-                    print(f"--- {child.name} stderr (last lines) ---\n{child.stderr_tail()}")
-            return ok
-        finally:
+    try:
+        gateway = await start("gateway", [*ADAPTER, "gateway", "--listen", "127.0.0.1:0"], children)
+        adapter = await start(
+            "adapter",
+            [
+                *ADAPTER,
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                f"http://{gateway.address}",
+            ],
+            children,
+        )
+        results = await drive(
+            adapter.address,
+            adapter.proc.pid,
+            calls=args.calls,
+            concurrency=args.concurrency,
+            warmup=args.warmup,
+            sample_every=args.sample_every,
+        )
+        exits = await stop_all(children)  # the adapter first: no call of its cut off
+        ok = report(args, results, exits)
+        if not ok:
             for child in children:
-                if child.proc.returncode is None:
-                    child.proc.kill()
-                    with contextlib.suppress(ProcessLookupError):
-                        await child.proc.wait()
-                if child.drain is not None and not child.drain.done():
-                    child.drain.cancel()
+                print(f"--- {child.name} stderr (last lines) ---\n{child.stderr_tail()}")
+        return ok
+    finally:
+        await kill_all(children)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

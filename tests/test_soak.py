@@ -106,7 +106,9 @@ def test_short_soak_writes_no_traceback(short_soak: SoakRun) -> None:
 
 @pytest.fixture(scope="module")
 def soak() -> Iterator[ModuleType]:
-    """The script as a module, for its verdict on made-up RSS samples."""
+    """The script as a module, for its verdict on made-up RSS samples; its folder on the path,
+    as when it runs, for the helpers it shares with bench.py (``children``)."""
+    sys.path.insert(0, str(SOAK.parent))
     spec = importlib.util.spec_from_file_location("soak_script", SOAK)
     assert spec is not None
     assert spec.loader is not None
@@ -115,6 +117,7 @@ def soak() -> Iterator[ModuleType]:
     spec.loader.exec_module(module)
     yield module
     del sys.modules[spec.name]
+    sys.path.remove(str(SOAK.parent))
 
 
 def _verdict(soak: ModuleType, samples_mib: list[float]) -> bool:
