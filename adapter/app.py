@@ -18,7 +18,7 @@ from adapter.rotation import FileWatch
 from adapter.server import AdapterServer, http_transport
 from adapter.server_tls import ServerTls
 from adapter.tracing import Tracing
-from adapter.transport import Transport
+from adapter.upstream.transport import Transport
 
 __all__ = ["build_server", "build_transport", "check", "embedded_accounts"]
 

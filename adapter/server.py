@@ -42,8 +42,8 @@ from adapter.schema import SESSION_SERVICE
 from adapter.server_tls import ServerTls
 from adapter.service import session_service
 from adapter.tracing import TraceInterceptor, Tracing
-from adapter.transport import Transport, gateway_transport
-from adapter.upstream import UpstreamClient
+from adapter.upstream.calls import UpstreamClient
+from adapter.upstream.transport import Transport, gateway_transport
 
 log = logging.getLogger("adapter.server")
 

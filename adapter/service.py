@@ -24,7 +24,7 @@ from adapter.callers import current_caller
 from adapter.errors import AdapterError, MerchantNotAllowed, UpstreamError, UpstreamProtocolError
 from adapter.schema import OPERATIONS, SESSION_SERVICE, Operation
 from adapter.status import internal_status, rich_status
-from adapter.upstream import Answer, UpstreamClient
+from adapter.upstream.calls import Answer, UpstreamClient
 
 log = logging.getLogger("adapter.rpc")
 

@@ -37,12 +37,13 @@ from adapter.errors import (
     MerchantNotAllowed,
     RequestInvalid,
     UpstreamCertificateInvalid,
-    UpstreamConnectionLost,
+    UpstreamDeadlineBeforeSend,
     UpstreamError,
-    UpstreamOverloaded,
+    UpstreamHttpStatus,
+    UpstreamNotSent,
     UpstreamProtocolError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
+    UpstreamReadTimeout,
+    UpstreamSentAndLost,
 )
 from adapter.redaction import scrub_free_text
 from adapter.schema import GATEWAY_ERROR
@@ -246,13 +247,6 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                 {"circuit": "OPEN"},
                 retry_after=exc.retry_after,
             )
-        case UpstreamUnavailable():
-            return _Status(
-                code_pb2.UNAVAILABLE,
-                "UPSTREAM_UNAVAILABLE",
-                str(exc),
-                retry_after=DEFAULT_RETRY_DELAY_SECONDS,
-            )
         case UpstreamCertificateInvalid():  # a configuration fault: retrying cannot help
             return _Status(
                 code_pb2.UNAVAILABLE,
@@ -260,7 +254,16 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                 str(exc),
                 {"tls": "CERTIFICATE_INVALID"},
             )
-        case UpstreamOverloaded():
+        case UpstreamDeadlineBeforeSend():  # nothing left: the outcome is known
+            return _Status(code_pb2.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", str(exc))
+        case UpstreamNotSent():
+            return _Status(
+                code_pb2.UNAVAILABLE,
+                "UPSTREAM_UNAVAILABLE",
+                str(exc),
+                retry_after=DEFAULT_RETRY_DELAY_SECONDS,
+            )
+        case UpstreamHttpStatus():
             return _Status(
                 code_pb2.UNAVAILABLE,
                 "UPSTREAM_UNAVAILABLE",
@@ -270,13 +273,14 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                     DEFAULT_RETRY_DELAY_SECONDS if exc.retry_after is None else exc.retry_after
                 ),
             )
-        case UpstreamConnectionLost():
+        case UpstreamReadTimeout():
+            return _Status(
+                code_pb2.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", str(exc), {"outcome": "UNKNOWN"}
+            )
+        case UpstreamSentAndLost():
             return _Status(
                 code_pb2.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", str(exc), {"outcome": "UNKNOWN"}
             )
-        case UpstreamTimeout():
-            outcome = {"outcome": "UNKNOWN"} if exc.sent else {}
-            return _Status(code_pb2.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", str(exc), outcome)
         case UpstreamProtocolError():
             return _Status(code_pb2.INTERNAL, "UPSTREAM_PROTOCOL_ERROR", str(exc))
         case _:

@@ -34,6 +34,7 @@ from google.rpc import error_details_pb2
 from adapter import nvp
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from tests.conftest import MERCHANT, Failure, StartAdapter, fail, make_settings
+from tests.tls_peers import ConnectProxy
 
 if TYPE_CHECKING:  # the async stub class exists only in the generated type stubs
     from adapter._proto.mpgs.gateway.v1.session_service_pb2_grpc import (
@@ -108,6 +109,8 @@ class FaultServer:
         self.ssl_context = ssl_context
         self.scheme = "https" if ssl_context else "http"
         self.behaviour: Behaviour = good
+        self.idle_close: float | None = None
+        """Set: a keep-alive connection idle this long is closed, as load balancers do."""
         self.connections: list[Conn] = []
         self.requests: list[Seen] = []
         self.tasks: set[asyncio.Task[None]] = set()
@@ -249,7 +252,10 @@ class FaultServer:
         try:
             conn.idle = True
             try:
-                head = await conn.reader.readuntil(b"\r\n\r\n")
+                async with asyncio.timeout(self.idle_close):
+                    head = await conn.reader.readuntil(b"\r\n\r\n")
+            except TimeoutError:
+                return False  # idle too long: closed, whatever part of a request came
             finally:
                 conn.idle = False
             length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
@@ -275,6 +281,43 @@ async def start_fault_server() -> AsyncIterator[Callable[..., Awaitable[FaultSer
     yield start
     for server in reversed(servers):
         await server.aclose()
+
+
+WAYS = ("direct", "tls", "proxied")
+"""How the adapter reaches the fake gateway: plain HTTP, HTTPS, HTTPS through a CONNECT proxy."""
+
+
+@dataclass(frozen=True)
+class Reach:
+    """A fake gateway, and the adapter options that reach it one of the ``WAYS``."""
+
+    server: FaultServer
+    options: Mapping[str, Any]
+
+
+@pytest.fixture(params=WAYS)
+async def reach(
+    request: pytest.FixtureRequest,
+    pki: Pki,
+    start_fault_server: Callable[..., Awaitable[FaultServer]],
+) -> AsyncIterator[Reach]:
+    """The fake gateway reached directly, over TLS, or over TLS through a real CONNECT proxy:
+    the same client code must read all three the same way."""
+    way = request.param
+    if way == "direct":
+        yield Reach(await start_fault_server(), {})
+        return
+    server = await start_fault_server(pki.good)
+    if way == "tls":
+        yield Reach(server, {"ca_file": pki.ca_file})
+        return
+    proxy = ConnectProxy()
+    await proxy.start()
+    try:
+        yield Reach(server, {"ca_file": pki.ca_file, "proxy": proxy.url})
+        assert proxy.tunnels > 0, "the calls went through the proxy"
+    finally:
+        await proxy.aclose()
 
 
 async def adapter_for(start_adapter: StartAdapter, url: str, **options: Any) -> Stub:
@@ -613,15 +656,16 @@ ROWS = {
 @pytest.mark.parametrize("row", ROWS.values(), ids=ROWS.keys())
 async def test_fault_after_the_request_was_read(
     row: Row,
-    start_fault_server: Callable[..., Awaitable[FaultServer]],
+    reach: Reach,
     start_adapter: StartAdapter,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Each fault is answered with the contract's code, reason, metadata and RetryInfo, within the
-    caller's deadline, after the right number of attempts; then the next good call succeeds on its
-    first attempt on a usable connection, and no task is left behind."""
-    server = await start_fault_server()
-    stub = await adapter_for(start_adapter, server.url, **row.options)
+    caller's deadline, after the right number of attempts, whichever way the gateway is reached;
+    then the next good call succeeds on its first attempt on a usable connection, and no task is
+    left behind."""
+    server = reach.server
+    stub = await adapter_for(start_adapter, server.url, **reach.options, **row.options)
     assert (await create_session(stub)).result == pb.RESULT_SUCCESS  # warm-up: one pooled conn
     baseline = await settled_tasks(server)
     first = len(server.requests)
@@ -668,14 +712,14 @@ ACCEPTED = {
 @pytest.mark.parametrize("reply", ACCEPTED.values(), ids=ACCEPTED.keys())
 async def test_odd_but_valid_answers_are_accepted(
     reply: Behaviour,
-    start_fault_server: Callable[..., Awaitable[FaultServer]],
+    reach: Reach,
     start_adapter: StartAdapter,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A valid NVP success body is a success whatever its content type, and a repeated key keeps
     its last value; nothing is retried and the keep-alive connection stays in use."""
-    server = await start_fault_server()
-    stub = await adapter_for(start_adapter, server.url)
+    server = reach.server
+    stub = await adapter_for(start_adapter, server.url, **reach.options)
     assert (await create_session(stub)).result == pb.RESULT_SUCCESS
     baseline = await settled_tasks(server)
     first = len(server.requests)

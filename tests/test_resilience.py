@@ -25,8 +25,8 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.errors import GatewayRejected, UpstreamUnavailable
 from adapter.logs import json_formatter
-from adapter.transport import HttpTransport
-from adapter.upstream import UpstreamClient
+from adapter.upstream.calls import UpstreamClient
+from adapter.upstream.transport import HttpTransport
 from tests.conftest import (
     MERCHANT,
     ScriptedUpstream,

@@ -31,7 +31,7 @@ from adapter.app import build_server, build_transport
 from adapter.config import CallerSettings, load_settings, token_digest
 from adapter.embedded import EmbeddedGateway
 from adapter.logs import TextFormatter, json_formatter
-from adapter.upstream import UpstreamClient
+from adapter.upstream.calls import UpstreamClient
 from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, StartAdapter, make_settings
 from tests.test_cli import run
 

@@ -19,12 +19,13 @@ from aiohttp import web
 
 from adapter import nvp
 from adapter.config import GatewaySettings
-from adapter.embedded.gateway import EmbeddedGateway, GatewayReply, request_too_large
+from adapter.embedded.gateway import EmbeddedGateway, request_too_large
 from adapter.http_guard import (
     REFUSAL_LOG_INTERVAL_SECONDS,
     SslContextSource,
     start_guarded_app,
 )
+from adapter.upstream.client import Reply
 
 __all__ = ["MAX_BODY_BYTES", "ROUTE", "create_app", "start_http_gateway"]
 
@@ -51,7 +52,7 @@ def create_app(gateway: EmbeddedGateway) -> web.Application:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            reply: GatewayReply = request_too_large(MAX_BODY_BYTES)
+            reply: Reply = request_too_large(MAX_BODY_BYTES)
         else:
             reply = gateway.handle(request.match_info["version"], body, certificate=certificate)
             if log.isEnabledFor(logging.DEBUG):
