@@ -7,6 +7,7 @@
     ├── RequestInvalid                  the caller's request fails the adapter's own validation
     ├── CallerUnauthenticated           caller authentication is on and the call proved no caller
     ├── MerchantNotAllowed              no credentials held for the merchant, or not this caller's
+    ├── ServerOverloaded                a call past ``server.max_concurrent_rpcs``: refused at once
     └── UpstreamError                   anything about the call to the gateway
         ├── AdapterOverloaded           no free slot for an upstream call in time: never sent
         ├── CircuitOpen                 the gateway keeps failing; failing fast: never sent
@@ -46,6 +47,7 @@ __all__ = [
     "GatewayRejected",
     "MerchantNotAllowed",
     "RequestInvalid",
+    "ServerOverloaded",
     "UpstreamCertificateInvalid",
     "UpstreamConnectTimeout",
     "UpstreamConnectionLost",
@@ -105,6 +107,16 @@ class MerchantNotAllowed(AdapterError):
         if self.caller is not None:
             return f"caller {self.caller!r} may not use merchant {self.merchant!r}"
         return f"no credentials are configured for merchant {self.merchant!r}"
+
+
+@dataclass(eq=False)
+class ServerOverloaded(AdapterError):
+    """``limit`` calls were already in progress: this one is refused before any work."""
+
+    limit: int
+
+    def __str__(self) -> str:
+        return f"server overloaded: {self.limit} calls already in progress"
 
 
 @dataclass(eq=False)

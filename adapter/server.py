@@ -145,12 +145,10 @@ class AdapterServer:
         metrics_address = self.settings.metrics.address
         if metrics_address is not None:
             self.metrics = Metrics(upstream_label(self.settings.upstream))
-        observer = CallObserver(self.metrics)
+        observer = CallObserver(self.metrics, max_calls=server_settings.max_concurrent_rpcs)
         tracing = Tracing.from_environment(self.settings.upstream)
-        server = grpc.aio.server(
-            options=server_options(server_settings),
-            maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
-        )
+        # No maximum_concurrent_rpcs here: CallObserver holds it, so a refused call has a line.
+        server = grpc.aio.server(options=server_options(server_settings))
         handlers = InterceptedHandlers(
             [
                 TraceInterceptor(tracing, [SESSION_SERVICE.full_name]),

@@ -36,6 +36,7 @@ from adapter.errors import (
     GatewayRejected,
     MerchantNotAllowed,
     RequestInvalid,
+    ServerOverloaded,
     UpstreamCertificateInvalid,
     UpstreamDeadlineBeforeSend,
     UpstreamError,
@@ -232,6 +233,8 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
             return _Status(code_pb2.PERMISSION_DENIED, "MERCHANT_NOT_ALLOWED", str(exc), caller)
         case GatewayRejected():
             return _gateway_status(exc, field_path)
+        case ServerOverloaded():
+            return _Status(code_pb2.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED", str(exc))
         case AdapterOverloaded():
             return _Status(
                 code_pb2.UNAVAILABLE,
