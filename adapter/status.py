@@ -125,7 +125,7 @@ def rich_status(exc: BaseException, field_path: FieldPath = str) -> RichStatus:
     status = _classify(exc, field_path)
     if isinstance(exc, UpstreamError):
         status.metadata["attempts"] = str(exc.attempts)
-        # A message about the gateway may quote its bytes (aiohttp's parse errors do): free text.
+        # A message about the gateway may quote its bytes (the client's parse errors do): free text.
         status.message = scrub_free_text(status.message)
     if status.retry_after is not None:
         status.details.append(error_details_pb2.RetryInfo(retry_delay=_delay(status.retry_after)))

@@ -606,9 +606,8 @@ ROWS = {
     "503, retried": overloaded(503, attempts=3),
     "503 Retry-After 1, waits and stops before the deadline": overloaded(503, 2, "1"),
     "503 Retry-After 30, past the deadline": overloaded(503, 1, "30"),
-    # A small over-cap body written with its headers arrives in the same read: aiohttp has parsed
-    # it whole and put the connection back in the pool, at a message boundary, before the adapter
-    # looks, so reusing it is safe.
+    # A small over-cap body written with its headers arrives in the same read: the client has
+    # parsed it whole, to a message boundary with nothing after it, so reusing it is safe.
     "body over the size cap, small, with the headers": Row(
         answer(GOOD_BODY + b"&pad=" + b"x" * 4096),
         INTERNAL,
@@ -931,9 +930,9 @@ async def test_caller_deadline_during_a_hanging_connect_is_not_outcome_unknown(
     DEADLINE_EXCEEDED/UPSTREAM_TIMEOUT with no ``outcome=UNKNOWN`` (the error table keeps that for
     failures after the request was sent), the gateway saw nothing, and the next call is clean.
 
-    The case is determined: the attempt's budget is the deadline, the adapter caps the connect
-    timeout by it, and aiohttp arms the whole request's timer before the connect timer, so the
-    deadline's timer is the one that expires. (A connect timeout shorter than the deadline is
+    The case is determined: the attempt's budget is the deadline, and the client waits for the
+    connect only until the exchange's deadline timer fires, which is set before the connect
+    begins and comes first. (A connect timeout shorter than the deadline is
     the "connect hangs" row of the fault matrix above: UNAVAILABLE/UPSTREAM_UNAVAILABLE.)"""
     server = await start_fault_server()
     stub = await adapter_for(start_adapter, server.url)  # connect timeout: the default 5 s

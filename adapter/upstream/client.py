@@ -270,24 +270,18 @@ class _Connection(asyncio.Protocol):
 
     def _tunnel_data(self, data: bytes) -> None:
         """The proxy's answer to CONNECT: a bounded head, a 2xx status, and nothing after it."""
-        assert self._tunnel is not None  # noqa: S101 (only called while tunnelling)
+        tunnel = self._tunnel
+        assert tunnel is not None  # noqa: S101 (only called while tunnelling)
         self._tunnel_head += data
         end = self._tunnel_head.find(b"\r\n\r\n")
-        if end < 0 and len(self._tunnel_head) <= MAX_HEAD_BYTES:
+        if tunnel.done() or (end < 0 and len(self._tunnel_head) <= MAX_HEAD_BYTES):
             return
-        status = _TUNNEL_STATUS.match(self._tunnel_head)
-        if self._tunnel.done():
-            pass
-        elif end < 0 or status is None:
-            self._tunnel.set_exception(PeerClosed("the proxy's answer to CONNECT is not HTTP"))
-        elif not 200 <= int(status[1]) < 300:
-            self._tunnel.set_exception(TunnelRefused(int(status[1])))
-        elif end + 4 != len(self._tunnel_head):  # TLS has not begun: no byte may follow
-            self._tunnel.set_exception(PeerClosed("the proxy sent bytes after its 2xx"))
+        failure = _tunnel_failure(self._tunnel_head, end)
+        if failure is None:
+            tunnel.set_result(None)
         else:
-            self._tunnel.set_result(None)
-            return
-        self.close()
+            tunnel.set_exception(failure)
+            self.close()
 
     # The parser's side (httptools calls these by name).
 
@@ -540,6 +534,19 @@ class ConnectionPool:
             connection.close()
         self._idle.clear()
         await asyncio.sleep(0)  # let the transports' connection_lost run
+
+
+def _tunnel_failure(head: bytearray, end: int) -> Exception | None:
+    """What is wrong with the proxy's answer to CONNECT (``end``: where its head ends, or -1),
+    or None for a 2xx head with nothing after it (TLS has not begun: no byte may follow)."""
+    status = _TUNNEL_STATUS.match(head)
+    if end < 0 or status is None:
+        return PeerClosed("the proxy's answer to CONNECT is not HTTP")
+    if not 200 <= int(status[1]) < 300:
+        return TunnelRefused(int(status[1]))
+    if end + 4 != len(head):
+        return PeerClosed("the proxy sent bytes after its answer to CONNECT")
+    return None
 
 
 def _peek(transport: asyncio.BaseTransport) -> bytes | None:
