@@ -318,7 +318,7 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        self._headers_done = status >= 200
+        self._headers_done = status >= 200  # an interim 1xx answer is skipped
         if status in _NO_BODY_STATUSES:
             self._framed = True
 
@@ -542,7 +542,7 @@ def _tunnel_failure(head: bytearray, end: int) -> Exception | None:
     status = _TUNNEL_STATUS.match(head)
     if end < 0 or status is None:
         return PeerClosed("the proxy's answer to CONNECT is not HTTP")
-    if not 200 <= int(status[1]) < 300:
+    if not 200 <= int(status[1]) < 300:  # anything but 2xx: no tunnel
         return TunnelRefused(int(status[1]))
     if end + 4 != len(head):
         return PeerClosed("the proxy sent bytes after its answer to CONNECT")
