@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -68,6 +69,15 @@ def parsed(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
+async def written(stream: io.StringIO, count: int = 1) -> list[dict[str, Any]]:
+    """The lines, once ``count`` are written (at most 2 s): a failed call's line is written just
+    after grpc has sent its status, so a loaded machine can show the caller the status first."""
+    async with asyncio.timeout(2.0):
+        while len(stream.getvalue().splitlines()) < count:  # noqa: ASYNC110 (no event to wait on)
+            await asyncio.sleep(0.01)
+    return parsed(stream)
+
+
 def without_timing(line: dict[str, Any]) -> dict[str, Any]:
     """The line less what varies from run to run: its time stamp and duration."""
     assert isinstance(line.pop("ts"), str)
@@ -107,7 +117,7 @@ async def test_a_callers_mistake_is_info_with_its_reason(
     """A request the adapter refuses is one INFO line with its reason and no attempts."""
     stub = await start_adapter(make_settings())
     await fail(stub, pb.CreateSessionRequest(merchant="no such merchant!"))
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines)
     assert (line["level"], line["code"], line["reason"]) == (
         "INFO",
         "INVALID_ARGUMENT",
@@ -126,7 +136,7 @@ async def test_an_upstream_failure_is_warning_with_attempts_and_status(
         make_settings(scripted_upstream.url, retry_initial_backoff_seconds=0.01)
     )
     await fail(stub)
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines)
     fields = ("level", "code", "reason", "attempts", "http_status")
     assert tuple(line[f] for f in fields) == ("WARNING", "UNAVAILABLE", "SERVER_BUSY", 3, 200)
     assert line["status_message"].startswith("gateway answered SERVER_BUSY")
@@ -147,7 +157,7 @@ async def test_an_adapter_fault_is_error(access_lines: io.StringIO) -> None:
         grpc.aio.insecure_channel(server.address) as channel,
     ):
         await fail(session_service_pb2_grpc.SessionServiceStub(channel))
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines)
     assert (line["level"], line["code"], line["reason"]) == ("ERROR", "INTERNAL", "INTERNAL")
 
 
@@ -180,7 +190,7 @@ async def test_an_unauthenticated_call_has_its_one_line(
 ) -> None:
     """Refused by the authentication interceptor, before any handler: still one line."""
     await fail(with_callers, metadata=(("authorization", "Bearer wrong"),))
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines)
     assert (line["level"], line["code"], line["reason"]) == (
         "INFO",
         "UNAUTHENTICATED",
@@ -212,7 +222,7 @@ async def test_every_rpc_writes_exactly_one_line(
         else:
             await fail(stub, pb.CreateSessionRequest(merchant="OTHER"))
             expected.append("PERMISSION_DENIED")
-    assert [line["code"] for line in parsed(access_lines)] == expected
+    assert [line["code"] for line in await written(access_lines, len(expected))] == expected
 
 
 async def test_an_unknown_method_has_its_one_line(access_lines: io.StringIO) -> None:
@@ -272,7 +282,7 @@ async def test_a_long_callers_value_is_clipped(
     """A 1 MB merchant id (refused) is logged as its first 128 characters and an ellipsis."""
     stub = await start_adapter(make_settings())
     await fail(stub, pb.CreateSessionRequest(merchant="M" * 1_000_000))
-    [line] = parsed(access_lines)
+    [line] = await written(access_lines)
     assert line["merchant"] == "M" * 128 + "…"
 
 
