@@ -7,7 +7,7 @@ returns. Nothing else translates: a gateway reached directly or through a proxy,
 HTTPS, fails into the same types.
 
 >>> upstream_error(PeerClosed("closed"), written=False, budget=2.0, where="gw.example:443")
-UpstreamUnavailable(reason='closed (gw.example:443)', attempts=1)
+UpstreamUnavailable(attempts=1, reason='closed (gw.example:443)')
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ the budget: attempts are bounded, and no wait runs past the caller's deadline.
 Delays grow exponentially with full jitter, and are never shorter than the gateway's
 ``Retry-After``; advice longer than ``max_retry_after`` is not waited for: the failure is final
 (the caller gets the advice in its RetryInfo and decides), so a gateway cannot hold a call for as
-long as it likes. No wait runs past the caller's deadline either (``upstream.UpstreamClient``).
+long as it likes. No wait runs past the caller's deadline either (``calls.UpstreamClient``).
 
+>>> from adapter.errors import UpstreamTurnedAway, UpstreamUnavailable
 >>> policy = RetryPolicy(max_attempts=3, initial_backoff=0.1, max_backoff=2.0)
 >>> policy.delay(UpstreamUnavailable("refused"), attempt=1, repeatable=False) <= 0.1
 True
