@@ -841,9 +841,12 @@ NEVER_SENT = {
 }
 
 
+@pytest.mark.parametrize("proxied", [False, True], ids=["direct", "proxied"])
 @pytest.mark.parametrize("row", NEVER_SENT.values(), ids=NEVER_SENT.keys())
 async def test_fault_before_the_request_left(
     row: NeverSent,
+    *,
+    proxied: bool,
     pki: Pki,
     start_fault_server: Callable[..., Awaitable[FaultServer]],
     start_adapter: StartAdapter,
@@ -852,9 +855,33 @@ async def test_fault_before_the_request_left(
     """A connect that is refused, hangs, or meets a bad certificate never sent the request: it is
     answered UNAVAILABLE/UPSTREAM_UNAVAILABLE with no outcome, within the deadline, retried (3
     attempts, RetryInfo) except for a refused certificate (1 attempt, ``tls=CERTIFICATE_INVALID``,
-    no RetryInfo); the gateway saw no request, and the next call is clean."""
-    server = await start_fault_server(pki.good if row.tls else None)
-    options = {"ca_file": pki.ca_file} if row.tls else {}
+    no RetryInfo); the gateway saw no request, and the next call is clean. Through a CONNECT
+    proxy (to an https gateway: an http one gets the request itself) the same, but for the words:
+    the proxy, not the adapter, met the refusal."""
+    tls = row.tls or proxied
+    server = await start_fault_server(pki.good if tls else None)
+    options = {"ca_file": pki.ca_file} if tls else {}
+    proxy = ConnectProxy()
+    if proxied:
+        await proxy.start()
+        options["proxy"] = proxy.url
+    try:
+        await _fault_before_the_request_left(
+            row, server, pki, start_adapter=start_adapter, caplog=caplog, options=options
+        )
+    finally:
+        await proxy.aclose()
+
+
+async def _fault_before_the_request_left(
+    row: NeverSent,
+    server: FaultServer,
+    pki: Pki,
+    *,
+    start_adapter: StartAdapter,
+    caplog: pytest.LogCaptureFixture,
+    options: Mapping[str, Any],
+) -> None:
     stub = await adapter_for(start_adapter, server.url, **options, **row.options)
     assert (await create_session(stub)).result == pb.RESULT_SUCCESS
     baseline = await settled_tasks(server)
@@ -869,7 +896,8 @@ async def test_fault_before_the_request_left(
     assert failure.info.reason == "UPSTREAM_UNAVAILABLE"
     assert dict(failure.info.metadata) == {**row.metadata, "attempts": str(row.attempts)}
     assert retry_delay(failure) == row.retry_delay
-    assert row.message in failure.message.lower()
+    if "proxy" not in options or row.tls:
+        assert row.message in failure.message.lower()
     assert row.min_elapsed <= elapsed < DEADLINE + SLACK
     assert len(server.requests) == requests, "no request reached the gateway"
     assert opened == (row.attempts if row.tls else 0), "a TLS handshake per attempt, or none"
