@@ -1,13 +1,15 @@
 """The adapter's one HTTP/1.1 client: a POST to the gateway, directly or through a proxy.
 
-Why hand-written: measured against aiohttp (README, "The upstream HTTP client") one
-``asyncio.Protocol`` per keep-alive connection with httptools' parser (llhttp) behind it, and no
-task, stream object or timer beyond the one deadline per exchange, is the faster path; and no
-library at hand says whether a byte of the request was written (aiohttp's trace hook fires after
-its own buffering, and a pooled connection it already holds an answer for is read as the next
-one's), which CONTRACT §9 and §10 build on. So the proxy is spoken here too: ``CONNECT`` then
-``loop.start_tls`` for an https gateway, the absolute-form request line for an http one; the
-same parser, bounds and classification serve every way.
+Why hand-written, and why the proxy is spoken here too: measured against aiohttp (README, "The
+upstream HTTP client"), one ``asyncio.Protocol`` per keep-alive connection with httptools' parser
+(llhttp) behind it, and no task, stream object or timer beyond the one deadline per exchange, is
+the faster path; and the guarantees CONTRACT §9 and §10 build on need the socket itself: whether
+a byte of the request was written, whether a pooled connection's peer had already closed or
+spoken, where an answer ends. Through aiohttp (the proxy path until now) an answer sent before the
+request was written reached the caller as OK, a head past its limit was refused but the connection
+read on, and a pooled connection the gateway had closed was reported "outcome unknown". So the
+proxy is spoken here: ``CONNECT`` then ``loop.start_tls`` for an https gateway, the absolute-form
+request line for an http one; the same parser, bounds and classification serve every way.
 
 Rules (CONTRACT §10):
 
