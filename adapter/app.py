@@ -18,7 +18,7 @@ from adapter.observability.tracing import Tracing
 from adapter.server import AdapterServer, http_transport
 from adapter.server.callers import Callers
 from adapter.server.tls import ServerTls
-from adapter.transport import Transport
+from adapter.upstream.transport import Transport
 
 __all__ = ["build_server", "build_transport", "check"]
 

@@ -69,12 +69,12 @@ def parsed(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-async def written(stream: io.StringIO, count: int) -> list[dict[str, Any]]:
-    """The lines, once ``count`` are written. A failed call's status can reach its caller first:
-    grpc sends an abort's status before the exception leaves the handler, where the observer
-    writes the line."""
+async def written(stream: io.StringIO, count: int = 1) -> list[dict[str, Any]]:
+    """The lines, once ``count`` are written (at most 5 s). A failed call's status can reach its
+    caller first: grpc sends an abort's status before the exception leaves the handler, where
+    the observer writes the line."""
     async with asyncio.timeout(5):
-        while len(stream.getvalue().splitlines()) < count:  # noqa: ASYNC110 - a log handler sets no event
+        while len(stream.getvalue().splitlines()) < count:  # noqa: ASYNC110 - no event to wait on
             await asyncio.sleep(0.001)
     return parsed(stream)
 
@@ -118,7 +118,7 @@ async def test_a_callers_mistake_is_info_with_its_reason(
     """A request the adapter refuses is one INFO line with its reason and no attempts."""
     stub = await start_adapter(make_settings())
     await fail(stub, pb.CreateSessionRequest(merchant="no such merchant!"))
-    [line] = await written(access_lines, 1)
+    [line] = await written(access_lines)
     assert (line["level"], line["code"], line["reason"]) == (
         "INFO",
         "INVALID_ARGUMENT",
@@ -137,7 +137,7 @@ async def test_an_upstream_failure_is_warning_with_attempts_and_status(
         make_settings(scripted_upstream.url, retry_initial_backoff_seconds=0.01)
     )
     await fail(stub)
-    [line] = await written(access_lines, 1)
+    [line] = await written(access_lines)
     fields = ("level", "code", "reason", "attempts", "http_status")
     assert tuple(line[f] for f in fields) == ("WARNING", "UNAVAILABLE", "SERVER_BUSY", 3, 200)
     assert line["status_message"].startswith("gateway answered SERVER_BUSY")
@@ -158,7 +158,7 @@ async def test_an_adapter_fault_is_error(access_lines: io.StringIO) -> None:
         grpc.aio.insecure_channel(server.address) as channel,
     ):
         await fail(session_service_pb2_grpc.SessionServiceStub(channel))
-    [line] = await written(access_lines, 1)
+    [line] = await written(access_lines)
     assert (line["level"], line["code"], line["reason"]) == ("ERROR", "INTERNAL", "INTERNAL")
 
 
@@ -191,7 +191,7 @@ async def test_an_unauthenticated_call_has_its_one_line(
 ) -> None:
     """Refused by the authentication interceptor, before any handler: still one line."""
     await fail(with_callers, metadata=(("authorization", "Bearer wrong"),))
-    [line] = await written(access_lines, 1)
+    [line] = await written(access_lines)
     assert (line["level"], line["code"], line["reason"]) == (
         "INFO",
         "UNAUTHENTICATED",
@@ -223,8 +223,7 @@ async def test_every_rpc_writes_exactly_one_line(
         else:
             await fail(stub, pb.CreateSessionRequest(merchant="OTHER"))
             expected.append("PERMISSION_DENIED")
-    lines = await written(access_lines, len(expected))
-    assert [line["code"] for line in lines] == expected
+    assert [line["code"] for line in await written(access_lines, len(expected))] == expected
 
 
 async def test_an_unknown_method_has_its_one_line(access_lines: io.StringIO) -> None:
@@ -284,7 +283,7 @@ async def test_a_long_callers_value_is_clipped(
     """A 1 MB merchant id (refused) is logged as its first 128 characters and an ellipsis."""
     stub = await start_adapter(make_settings())
     await fail(stub, pb.CreateSessionRequest(merchant="M" * 1_000_000))
-    [line] = await written(access_lines, 1)
+    [line] = await written(access_lines)
     assert line["merchant"] == "M" * 128 + "…"
 
 

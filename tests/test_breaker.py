@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapter.breaker import CircuitBreaker, State
 from adapter.core.errors import CircuitOpen
+from adapter.upstream.breaker import CircuitBreaker, State
 
 
 class Clock:

@@ -38,6 +38,7 @@ def test_defaults_run_on_the_embedded_gateway() -> None:
     assert settings.upstream.connect_timeout_seconds == 5
     assert settings.upstream.timeout_seconds == 30
     assert settings.upstream.max_response_bytes == 1024 * 1024
+    assert settings.upstream.idle_timeout_seconds == 4.0
     assert list(settings.merchants) == [DEMO_MERCHANT]
     password = settings.merchants[DEMO_MERCHANT].password
     assert password is not None
@@ -193,6 +194,14 @@ MISTAKES = {
     ),
     "bad listen address": ("[server]\nlisten = 'localhost'\n", "expected HOST:PORT"),
     "negative timeout": ("[upstream]\ntimeout_seconds = -1\n", "upstream.timeout_seconds"),
+    "idle timeout under half a second": (
+        "[upstream]\nidle_timeout_seconds = 0.4\n",
+        "upstream.idle_timeout_seconds must be 0.5 to 300, not 0.4",
+    ),
+    "idle timeout over 300 s": (
+        "[upstream]\nidle_timeout_seconds = 301\n",
+        "upstream.idle_timeout_seconds must be 0.5 to 300, not 301",
+    ),
     "not TOML": ("[server\n", "not valid TOML"),
 }
 

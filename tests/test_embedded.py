@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapter.core import nvp
-from adapter.embedded import EmbeddedGateway, GatewayReply, StoredSession, start_http_gateway
+from adapter.embedded import EmbeddedGateway, StoredSession, start_http_gateway
+from adapter.upstream.client import Reply
 
 MERCHANT = "TESTMERCHANT"
 OTHER = "OTHER_M-1"
@@ -221,7 +222,7 @@ BAD_CREDENTIALS = {
 def test_bad_credentials_are_401(gateway: EmbeddedGateway, fields: dict[str, str]) -> None:
     """Missing or wrong credentials get HTTP 401 and exactly the real gateway's body."""
     reply = gateway.handle(VERSION, nvp.encode(fields))
-    assert reply == GatewayReply(401, INVALID_CREDENTIALS)
+    assert reply == Reply(401, INVALID_CREDENTIALS)
     assert gateway.session_count == 0
 
 
@@ -328,7 +329,7 @@ def test_real_error_bodies_byte_for_byte(
     gateway: EmbeddedGateway, fields: dict[str, str], body: bytes
 ) -> None:
     """Where a real gateway body is on record, the embedded gateway answers that very body."""
-    assert gateway.handle(VERSION, nvp.encode(fields)) == GatewayReply(400, body)
+    assert gateway.handle(VERSION, nvp.encode(fields)) == Reply(400, body)
 
 
 GARBAGE = {

@@ -51,6 +51,7 @@ EVERY_VARIABLE: dict[str, tuple[str, object]] = {
     "NVP_ADAPTER_UPSTREAM_BREAKER_FAILURE_THRESHOLD": ("0", 0),
     "NVP_ADAPTER_UPSTREAM_BREAKER_COOLDOWN_SECONDS": ("+20", 20.0),
     "NVP_ADAPTER_UPSTREAM_RETRY_AFTER_MAX_SECONDS": ("60", 60.0),
+    "NVP_ADAPTER_UPSTREAM_IDLE_TIMEOUT_SECONDS": ("0.5", 0.5),
     "NVP_ADAPTER_UPSTREAM_CA_FILE": ("/run/ca.pem", "/run/ca.pem"),
     "NVP_ADAPTER_UPSTREAM_CLIENT_CERT_FILE": ("/run/client.pem", "/run/client.pem"),
     "NVP_ADAPTER_UPSTREAM_CLIENT_KEY_FILE": ("/run/client.key", "/run/client.key"),

@@ -23,7 +23,7 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.core import nvp
-from adapter.transport import RawReply
+from adapter.upstream.transport import Reply
 from tests.conftest import (
     MERCHANT,
     PASSWORD,
@@ -399,7 +399,7 @@ class ExplodingTransport:
 
     async def post(
         self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
-    ) -> RawReply:
+    ) -> Reply:
         raise RuntimeError(f"boom with a secret inside {body!r}")
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import re
 import socket
 import ssl
@@ -34,6 +35,7 @@ from google.rpc import error_details_pb2
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.core import nvp
 from tests.conftest import MERCHANT, Failure, StartAdapter, fail, make_settings
+from tests.tls_peers import ConnectProxy
 
 if TYPE_CHECKING:  # the async stub class exists only in the generated type stubs
     from adapter._proto.mpgs.gateway.v1.session_service_pb2_grpc import (
@@ -84,6 +86,15 @@ class Conn:
         self.writer.transport.abort()
 
 
+def shut_down_now(conn: Conn) -> None:
+    """Send the FIN at once, as a real gateway's close would: a transport's own close waits for
+    the loop's next turn, a window an in-process client could write into."""
+    assert conn.writer is not None
+    fd = conn.writer.get_extra_info("socket").fileno()
+    with socket.socket(fileno=os.dup(fd)) as sock, contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 Behaviour = Callable[[Conn], Awaitable[bool]]
 """What the server does once it has read a request; True keeps the connection for the next one."""
 
@@ -108,6 +119,8 @@ class FaultServer:
         self.ssl_context = ssl_context
         self.scheme = "https" if ssl_context else "http"
         self.behaviour: Behaviour = good
+        self.idle_close: float | None = None
+        """Set: a keep-alive connection idle this long is closed, as load balancers do."""
         self.connections: list[Conn] = []
         self.requests: list[Seen] = []
         self.tasks: set[asyncio.Task[None]] = set()
@@ -249,7 +262,11 @@ class FaultServer:
         try:
             conn.idle = True
             try:
-                head = await conn.reader.readuntil(b"\r\n\r\n")
+                async with asyncio.timeout(self.idle_close):
+                    head = await conn.reader.readuntil(b"\r\n\r\n")
+            except TimeoutError:  # idle too long: closed, whatever part of a request came
+                shut_down_now(conn)
+                return False
             finally:
                 conn.idle = False
             length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
@@ -275,6 +292,44 @@ async def start_fault_server() -> AsyncIterator[Callable[..., Awaitable[FaultSer
     yield start
     for server in reversed(servers):
         await server.aclose()
+
+
+WAYS = ("direct", "tls", "proxied")
+"""How the adapter reaches the fake gateway: plain HTTP, HTTPS, HTTPS through a CONNECT proxy."""
+
+
+@dataclass(frozen=True)
+class Reach:
+    """A fake gateway, and the adapter options that reach it one of the ``WAYS``."""
+
+    server: FaultServer
+    options: Mapping[str, Any]
+    way: str = "direct"
+
+
+@pytest.fixture(params=WAYS)
+async def reach(
+    request: pytest.FixtureRequest,
+    pki: Pki,
+    start_fault_server: Callable[..., Awaitable[FaultServer]],
+) -> AsyncIterator[Reach]:
+    """The fake gateway reached directly, over TLS, or over TLS through a real CONNECT proxy:
+    the same client code must read all three the same way."""
+    way = request.param
+    if way == "direct":
+        yield Reach(await start_fault_server(), {})
+        return
+    server = await start_fault_server(pki.good)
+    if way == "tls":
+        yield Reach(server, {"ca_file": pki.ca_file}, way)
+        return
+    proxy = ConnectProxy()
+    await proxy.start()
+    try:
+        yield Reach(server, {"ca_file": pki.ca_file, "proxy": proxy.url}, way)
+        assert proxy.tunnels > 0, "the calls went through the proxy"
+    finally:
+        await proxy.aclose()
 
 
 async def adapter_for(start_adapter: StartAdapter, url: str, **options: Any) -> Stub:
@@ -563,9 +618,8 @@ ROWS = {
     "503, retried": overloaded(503, attempts=3),
     "503 Retry-After 1, waits and stops before the deadline": overloaded(503, 2, "1"),
     "503 Retry-After 30, past the deadline": overloaded(503, 1, "30"),
-    # A small over-cap body written with its headers arrives in the same read: aiohttp has parsed
-    # it whole and put the connection back in the pool, at a message boundary, before the adapter
-    # looks, so reusing it is safe.
+    # A small over-cap body written with its headers arrives in the same read: the client has
+    # parsed it whole, to a message boundary with nothing after it, so reusing it is safe.
     "body over the size cap, small, with the headers": Row(
         answer(GOOD_BODY + b"&pad=" + b"x" * 4096),
         INTERNAL,
@@ -613,15 +667,16 @@ ROWS = {
 @pytest.mark.parametrize("row", ROWS.values(), ids=ROWS.keys())
 async def test_fault_after_the_request_was_read(
     row: Row,
-    start_fault_server: Callable[..., Awaitable[FaultServer]],
+    reach: Reach,
     start_adapter: StartAdapter,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Each fault is answered with the contract's code, reason, metadata and RetryInfo, within the
-    caller's deadline, after the right number of attempts; then the next good call succeeds on its
-    first attempt on a usable connection, and no task is left behind."""
-    server = await start_fault_server()
-    stub = await adapter_for(start_adapter, server.url, **row.options)
+    caller's deadline, after the right number of attempts, whichever way the gateway is reached;
+    then the next good call succeeds on its first attempt on a usable connection, and no task is
+    left behind."""
+    server = reach.server
+    stub = await adapter_for(start_adapter, server.url, **reach.options, **row.options)
     assert (await create_session(stub)).result == pb.RESULT_SUCCESS  # warm-up: one pooled conn
     baseline = await settled_tasks(server)
     first = len(server.requests)
@@ -668,14 +723,14 @@ ACCEPTED = {
 @pytest.mark.parametrize("reply", ACCEPTED.values(), ids=ACCEPTED.keys())
 async def test_odd_but_valid_answers_are_accepted(
     reply: Behaviour,
-    start_fault_server: Callable[..., Awaitable[FaultServer]],
+    reach: Reach,
     start_adapter: StartAdapter,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A valid NVP success body is a success whatever its content type, and a repeated key keeps
     its last value; nothing is retried and the keep-alive connection stays in use."""
-    server = await start_fault_server()
-    stub = await adapter_for(start_adapter, server.url)
+    server = reach.server
+    stub = await adapter_for(start_adapter, server.url, **reach.options)
     assert (await create_session(stub)).result == pb.RESULT_SUCCESS
     baseline = await settled_tasks(server)
     first = len(server.requests)
@@ -786,9 +841,12 @@ NEVER_SENT = {
 }
 
 
+@pytest.mark.parametrize("proxied", [False, True], ids=["direct", "proxied"])
 @pytest.mark.parametrize("row", NEVER_SENT.values(), ids=NEVER_SENT.keys())
 async def test_fault_before_the_request_left(
     row: NeverSent,
+    *,
+    proxied: bool,
     pki: Pki,
     start_fault_server: Callable[..., Awaitable[FaultServer]],
     start_adapter: StartAdapter,
@@ -797,9 +855,33 @@ async def test_fault_before_the_request_left(
     """A connect that is refused, hangs, or meets a bad certificate never sent the request: it is
     answered UNAVAILABLE/UPSTREAM_UNAVAILABLE with no outcome, within the deadline, retried (3
     attempts, RetryInfo) except for a refused certificate (1 attempt, ``tls=CERTIFICATE_INVALID``,
-    no RetryInfo); the gateway saw no request, and the next call is clean."""
-    server = await start_fault_server(pki.good if row.tls else None)
-    options = {"ca_file": pki.ca_file} if row.tls else {}
+    no RetryInfo); the gateway saw no request, and the next call is clean. Through a CONNECT
+    proxy (to an https gateway: an http one gets the request itself) the same, but for the words:
+    the proxy, not the adapter, met the refusal."""
+    tls = row.tls or proxied
+    server = await start_fault_server(pki.good if tls else None)
+    options = {"ca_file": pki.ca_file} if tls else {}
+    proxy = ConnectProxy()
+    if proxied:
+        await proxy.start()
+        options["proxy"] = proxy.url
+    try:
+        await _fault_before_the_request_left(
+            row, server, pki, start_adapter=start_adapter, caplog=caplog, options=options
+        )
+    finally:
+        await proxy.aclose()
+
+
+async def _fault_before_the_request_left(
+    row: NeverSent,
+    server: FaultServer,
+    pki: Pki,
+    *,
+    start_adapter: StartAdapter,
+    caplog: pytest.LogCaptureFixture,
+    options: Mapping[str, Any],
+) -> None:
     stub = await adapter_for(start_adapter, server.url, **options, **row.options)
     assert (await create_session(stub)).result == pb.RESULT_SUCCESS
     baseline = await settled_tasks(server)
@@ -814,7 +896,8 @@ async def test_fault_before_the_request_left(
     assert failure.info.reason == "UPSTREAM_UNAVAILABLE"
     assert dict(failure.info.metadata) == {**row.metadata, "attempts": str(row.attempts)}
     assert retry_delay(failure) == row.retry_delay
-    assert row.message in failure.message.lower()
+    if "proxy" not in options or row.tls:
+        assert row.message in failure.message.lower()
     assert row.min_elapsed <= elapsed < DEADLINE + SLACK
     assert len(server.requests) == requests, "no request reached the gateway"
     assert opened == (row.attempts if row.tls else 0), "a TLS handshake per attempt, or none"
@@ -887,9 +970,9 @@ async def test_caller_deadline_during_a_hanging_connect_is_not_outcome_unknown(
     DEADLINE_EXCEEDED/UPSTREAM_TIMEOUT with no ``outcome=UNKNOWN`` (the error table keeps that for
     failures after the request was sent), the gateway saw nothing, and the next call is clean.
 
-    The case is determined: the attempt's budget is the deadline, the adapter caps the connect
-    timeout by it, and aiohttp arms the whole request's timer before the connect timer, so the
-    deadline's timer is the one that expires. (A connect timeout shorter than the deadline is
+    The case is determined: the attempt's budget is the deadline, and the client waits for the
+    connect only until the exchange's deadline timer fires, which is set before the connect
+    begins and comes first. (A connect timeout shorter than the deadline is
     the "connect hangs" row of the fault matrix above: UNAVAILABLE/UPSTREAM_UNAVAILABLE.)"""
     server = await start_fault_server()
     stub = await adapter_for(start_adapter, server.url)  # connect timeout: the default 5 s

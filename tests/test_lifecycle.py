@@ -17,7 +17,7 @@ import pytest
 from adapter.config import MetricsSettings, Settings
 from adapter.core.errors import ConfigError
 from adapter.server import AdapterServer
-from adapter.transport import RawReply
+from adapter.upstream.transport import Reply
 from tests.conftest import make_settings
 
 HOST = "127.0.0.1"
@@ -32,7 +32,7 @@ class CountedTransport:
 
     async def post(
         self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
-    ) -> RawReply:
+    ) -> Reply:
         raise AssertionError("no call is made in these tests")
 
     async def aclose(self) -> None:

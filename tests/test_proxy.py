@@ -1,18 +1,16 @@
 """The gateway through an HTTP CONNECT proxy: ``upstream.proxy``, or the proxy variables.
 
-``ConnectProxy`` is a real proxy on loopback port 0, written here on asyncio streams: it reads
-``CONNECT host:port``, checks ``Proxy-Authorization`` when the test asks for credentials, answers
-``200 Connection established`` and splices bytes both ways, recording every request it read. The
-gateway behind it is a real HTTPS server with a trustme certificate for ``localhost``.
+``ConnectProxy`` (``tests.tls_peers``) is a real proxy on loopback port 0, on asyncio streams:
+it reads ``CONNECT host:port``, checks ``Proxy-Authorization`` when the test asks for
+credentials, answers ``200 Connection established`` and splices bytes both ways, recording every
+request it read. The gateway behind it is a real HTTPS server with a trustme certificate for
+``localhost``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,9 +23,17 @@ from google.rpc import error_details_pb2
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.config import Settings
 from adapter.core.errors import ConfigError
-from adapter.transport import HttpTransport
+from adapter.upstream.transport import HttpTransport
 from tests.conftest import MERCHANT, Failure, ScriptedUpstream, fail, make_settings
-from tests.tls_peers import HttpsGateway, adapter_channel, https_gateway, server_context
+from tests.tls_peers import (
+    ConnectProxy,
+    HttpsGateway,
+    Seen,
+    adapter_channel,
+    basic,
+    https_gateway,
+    server_context,
+)
 
 PROXY_USER = "proxy-user-5d81"
 PROXY_PASSWORD = "pr0xy-p@ss:w/rd-77c2"
@@ -43,112 +49,6 @@ PROXY_VARIABLES = (
     "ALL_PROXY",
     "REQUEST_METHOD",
 )
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-@dataclass(frozen=True)
-class Seen:
-    """A request the proxy read: its method, target and ``Proxy-Authorization`` (None: absent)."""
-
-    method: str
-    target: str
-    authorization: str | None
-
-
-class ConnectProxy:
-    """An HTTP CONNECT proxy on 127.0.0.1; ``credentials`` set: it demands them (else 407).
-
-    With ``hang_up`` it closes each connection as soon as it has read the CONNECT. A request that
-    is not CONNECT (plain http through the proxy) is forwarded as it came to the host it names.
-    """
-
-    def __init__(self, credentials: tuple[str, str] | None = None, *, hang_up: bool = False):
-        self.expected = None if credentials is None else basic(*credentials)
-        self.hang_up = hang_up
-        self.seen: list[Seen] = []
-        self.tunnels = 0
-        """CONNECTs answered 200: tunnels opened to the gateway."""
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def url_with(self, user: str, password: str) -> str:
-        """The proxy URL with user info, percent-encoded as a URL must carry it."""
-        return f"http://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the adapter closed its side: nothing to record
-        finally:
-            writer.transport.abort()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        request_line, *lines = head.decode("latin-1").split("\r\n")
-        method, target, _ = request_line.split(" ", 2)
-        headers = {
-            name.strip().lower(): value.strip()
-            for name, _, value in (line.partition(":") for line in lines if line)
-        }
-        authorization = headers.get("proxy-authorization")
-        self.seen.append(Seen(method, target, authorization))
-        if self.hang_up:
-            return
-        if self.expected is not None and authorization != self.expected:
-            writer.write(
-                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                b'Proxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\n\r\n'
-            )
-            await writer.drain()
-            return
-        if method == "CONNECT":
-            host, _, port = target.rpartition(":")
-            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            self.tunnels += 1
-        else:  # absolute-form: forward the request as it came
-            authority = target.split("/")[2]
-            host, _, port = authority.rpartition(":")
-            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
-            upstream_writer.write(head)
-        self._writers.add(upstream_writer)
-        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.transport.abort()
 
 
 @pytest.fixture(autouse=True)
@@ -256,11 +156,11 @@ async def test_the_start_log_names_the_proxy_without_its_credentials(
     proxies: list[ConnectProxy], settings_for: SettingsFor, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One INFO line at start says which proxy is used and whence, its user info as ``***``."""
-    caplog.set_level(logging.INFO, logger="adapter.transport")
+    caplog.set_level(logging.INFO, logger="adapter.upstream.transport")
     proxy = await start_proxy(proxies, (PROXY_USER, PROXY_PASSWORD))
     url = proxy.url_with(PROXY_USER, PROXY_PASSWORD)
     await create_session(settings_for(url))
-    lines = [r.getMessage() for r in caplog.records if r.name == "adapter.transport"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "adapter.upstream.transport"]
     assert lines == [
         f"gateway requests go through the proxy http://***@127.0.0.1:{proxy.port} "
         "(from upstream.proxy)"

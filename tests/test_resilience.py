@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -18,6 +19,7 @@ import pytest
 from aiohttp import web
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
@@ -25,8 +27,8 @@ from adapter.app import build_server
 from adapter.core import nvp
 from adapter.core.errors import GatewayRejected, UpstreamUnavailable
 from adapter.observability.logs import json_formatter
-from adapter.transport import HttpTransport
-from adapter.upstream import UpstreamClient
+from adapter.upstream.calls import UpstreamClient
+from adapter.upstream.transport import HttpTransport
 from tests.conftest import (
     MERCHANT,
     ScriptedUpstream,
@@ -213,6 +215,51 @@ async def test_overload_is_refused_quickly(
     codes = await asyncio.wait_for(asyncio.gather(*pending), 5.0)
     assert codes.count(grpc.StatusCode.OK) == 4
     assert held_upstream.most == 4
+
+
+async def test_calls_past_max_concurrent_rpcs_are_refused_with_a_status_and_a_line(
+    scripted_upstream: ScriptedUpstream,
+    held_upstream: HeldUpstream,
+    start_adapter: StartAdapter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With ``max_concurrent_rpcs = 2``, 20 slow calls at once: 2 go upstream, the other 18 are
+    refused at once, each RESOURCE_EXHAUSTED ``SERVER_OVERLOADED`` with an access line (never a
+    bare CANCELLED or grpc's own detail-less refusal)."""
+    caplog.set_level(logging.INFO, logger="adapter.access")
+    settings = make_settings(scripted_upstream.url)
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, max_concurrent_rpcs=2)
+    )
+    stub = await start_adapter(settings)
+
+    async def ending() -> tuple[grpc.StatusCode, str]:
+        call = stub.CreateSession(REQUEST, timeout=10)
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await call
+        status = await rpc_status.aio.from_call(call)
+        info = error_details_pb2.ErrorInfo()
+        if status is not None:
+            status.details[0].Unpack(info)
+        return await call.code(), info.reason
+
+    calls = [asyncio.ensure_future(ending()) for _ in range(20)]
+    for ended, next_done in enumerate(asyncio.as_completed(calls, timeout=3), start=1):
+        await next_done
+        if ended == 18:
+            break
+    held_upstream.release.set()
+    endings = Counter(await asyncio.wait_for(asyncio.gather(*calls), 5.0))
+    assert endings == {
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED"): 18,
+        (grpc.StatusCode.OK, ""): 2,
+    }
+    lines = Counter(
+        (r.code, getattr(r, "reason", None))  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "adapter.access"
+    )
+    assert lines == {("RESOURCE_EXHAUSTED", "SERVER_OVERLOADED"): 18, ("OK", None): 2}
 
 
 async def overload_once(

@@ -8,15 +8,19 @@ import pytest
 
 from adapter.core.errors import (
     GatewayRejected,
+    UpstreamCertificateInvalid,
     UpstreamConnectionLost,
+    UpstreamConnectTimeout,
+    UpstreamDeadlineBeforeSend,
     UpstreamError,
-    UpstreamOverloaded,
+    UpstreamFrontFailed,
     UpstreamProtocolError,
-    UpstreamTimeout,
+    UpstreamReadTimeout,
+    UpstreamTurnedAway,
     UpstreamUnavailable,
 )
 from adapter.core.schema import OPERATIONS
-from adapter.retry import RetryPolicy
+from adapter.upstream.retry import RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=3, initial_backoff=0.1, max_backoff=2.0)
 
@@ -28,13 +32,16 @@ def busy() -> GatewayRejected:
 # (failure, retried for a repeatable operation, retried for any other)
 TABLE: dict[str, tuple[UpstreamError, bool, bool]] = {
     "never sent": (UpstreamUnavailable("refused"), True, True),
+    "connect timeout, never sent": (UpstreamConnectTimeout("5s"), True, True),
+    "certificate refused, would be again": (UpstreamCertificateInvalid("expired"), False, False),
+    "no time left to send": (UpstreamDeadlineBeforeSend("0s"), False, False),
     "SERVER_BUSY": (busy(), True, False),
-    "HTTP 429": (UpstreamOverloaded(429), True, False),
-    "HTTP 503": (UpstreamOverloaded(503), True, False),
-    "HTTP 502 may have been processed": (UpstreamOverloaded(502), False, False),
-    "HTTP 504 may have been processed": (UpstreamOverloaded(504), False, False),
+    "HTTP 429": (UpstreamTurnedAway(429), True, False),
+    "HTTP 503": (UpstreamTurnedAway(503), True, False),
+    "HTTP 502 may have been processed": (UpstreamFrontFailed(502), False, False),
+    "HTTP 504 may have been processed": (UpstreamFrontFailed(504), False, False),
     "connection lost after sending": (UpstreamConnectionLost("reset"), False, False),
-    "timeout after sending": (UpstreamTimeout(1.0), False, False),
+    "timeout after sending": (UpstreamReadTimeout("gw", seconds=1.0), False, False),
     "protocol error": (UpstreamProtocolError("html"), False, False),
     "SERVER_FAILED": (
         GatewayRejected(500, {"error.cause": "SERVER_FAILED", "result": "ERROR"}),
@@ -78,7 +85,7 @@ def test_backoff_is_jittered_and_exponential(attempt: int) -> None:
 
 def test_retry_after_is_a_floor() -> None:
     """The gateway's Retry-After is never undercut by the backoff."""
-    failure = UpstreamOverloaded(503, retry_after=1.5)
+    failure = UpstreamTurnedAway(503, retry_after=1.5)
     assert POLICY.delay(failure, 1, repeatable=True) == 1.5
 
 

@@ -30,10 +30,10 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.config import UpstreamSettings
-from adapter.core.errors import ConfigError, UpstreamOverloaded, UpstreamUnavailable
+from adapter.core.errors import ConfigError, UpstreamTurnedAway, UpstreamUnavailable
 from adapter.core.status import rich_status
-from adapter.transport import RawReply
-from adapter.upstream import parse_retry_after
+from adapter.upstream.calls import parse_retry_after
+from adapter.upstream.transport import Reply
 from tests.conftest import (
     MERCHANT,
     Failure,
@@ -98,7 +98,7 @@ def test_retry_after_is_read_strictly(header: str, seconds: float | None) -> Non
 @pytest.mark.parametrize("advice", [1e15, math.inf, 999999999.0])
 def test_retry_info_is_at_most_a_day(advice: float) -> None:
     """Advice past a day is passed on as a day: always a Duration any client can read."""
-    status = rich_status(UpstreamOverloaded(503, retry_after=advice))
+    status = rich_status(UpstreamTurnedAway(503, retry_after=advice))
     retry = error_details_pb2.RetryInfo()
     assert status.proto.details[-1].Unpack(retry)
     assert retry.retry_delay.ToTimedelta().total_seconds() == DAY
@@ -195,7 +195,7 @@ class BrokenErrorTransport:
 
     async def post(
         self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
-    ) -> RawReply:
+    ) -> Reply:
         raise UpstreamUnavailable(Unprintable("refused"))
 
     async def aclose(self) -> None:

@@ -31,7 +31,7 @@ from adapter.config import CallerSettings, load_settings, token_digest
 from adapter.core import nvp
 from adapter.embedded import EmbeddedGateway
 from adapter.observability.logs import TextFormatter, json_formatter
-from adapter.upstream import UpstreamClient
+from adapter.upstream.calls import UpstreamClient
 from tests.conftest import MERCHANT, PASSWORD, ScriptedUpstream, StartAdapter, make_settings
 from tests.test_cli import run
 

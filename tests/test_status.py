@@ -7,10 +7,15 @@ from collections.abc import Mapping
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 
-from adapter.core.errors import GatewayRejected, UpstreamOverloaded, UpstreamTimeout
+from adapter.core.errors import (
+    GatewayRejected,
+    UpstreamDeadlineBeforeSend,
+    UpstreamReadTimeout,
+    UpstreamTurnedAway,
+)
 from adapter.core.status import rich_status
-from adapter.transport import RawReply
-from adapter.upstream import UpstreamClient
+from adapter.upstream.calls import UpstreamClient
+from adapter.upstream.transport import Reply
 from tests.conftest import MERCHANT, make_settings
 
 
@@ -24,9 +29,8 @@ async def test_no_time_left_is_a_timeout_before_sending() -> None:
     """A caller deadline already spent fails at once, and says the request was never sent."""
     settings = make_settings("http://127.0.0.1:9")
     client = UpstreamClient(_Unreachable(), settings.upstream, settings.merchants)
-    with pytest.raises(UpstreamTimeout) as caught:
+    with pytest.raises(UpstreamDeadlineBeforeSend) as caught:
         await client.call({"apiOperation": "CREATE_SESSION", "merchant": MERCHANT}, 0.0)
-    assert not caught.value.sent
     status = rich_status(caught.value)
     assert status.proto.code == code_pb2.DEADLINE_EXCEEDED
     assert "outcome" not in info_of(caught.value).metadata
@@ -34,7 +38,7 @@ async def test_no_time_left_is_a_timeout_before_sending() -> None:
 
 def test_a_sent_timeout_has_an_unknown_outcome() -> None:
     """A timeout after sending marks the outcome UNKNOWN."""
-    assert info_of(UpstreamTimeout(1.0)).metadata["outcome"] == "UNKNOWN"
+    assert info_of(UpstreamReadTimeout("gw", seconds=1.0)).metadata["outcome"] == "UNKNOWN"
 
 
 @pytest.mark.parametrize(
@@ -60,7 +64,7 @@ def test_unknown_cause_reason_format(cause: str, reason: str) -> None:
 @pytest.mark.parametrize(("advice", "seconds"), [(None, 1.0), (0.25, 0.25), (120.0, 120.0)])
 def test_retry_info_follows_retry_after(advice: float | None, seconds: float) -> None:
     """RetryInfo carries the gateway's Retry-After advice, else the default delay."""
-    status = rich_status(UpstreamOverloaded(503, retry_after=advice))
+    status = rich_status(UpstreamTurnedAway(503, retry_after=advice))
     retry = error_details_pb2.RetryInfo()
     assert status.proto.details[-1].Unpack(retry)
     assert retry.retry_delay.ToTimedelta().total_seconds() == seconds
@@ -71,7 +75,7 @@ class _Unreachable:
 
     async def post(
         self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
-    ) -> RawReply:
+    ) -> Reply:
         raise AssertionError("no call may be made")
 
     async def aclose(self) -> None:

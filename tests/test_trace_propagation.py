@@ -22,7 +22,7 @@ from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.observability import tracing
-from adapter.transport import RawReply
+from adapter.upstream.transport import Reply
 from tests.conftest import (
     MERCHANT,
     ScriptedUpstream,
@@ -213,9 +213,9 @@ class TraceIdTransport:
 
     async def post(
         self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
-    ) -> RawReply:
+    ) -> Reply:
         self.trace_ids.append(tracing.current_trace_id())
-        return RawReply(200, SUCCESS.encode())
+        return Reply(200, SUCCESS.encode())
 
     async def aclose(self) -> None:
         return None

@@ -19,8 +19,8 @@ from adapter.core import nvp
 from adapter.core.errors import AdapterOverloaded
 from adapter.core.redaction import Secret
 from adapter.embedded import EmbeddedGateway, start_http_gateway
-from adapter.transport import RawReply
-from adapter.upstream import UpstreamClient, parse_retry_after
+from adapter.upstream.calls import UpstreamClient, parse_retry_after
+from adapter.upstream.transport import Reply
 from tests.conftest import (
     MERCHANT,
     PASSWORD,
@@ -247,9 +247,9 @@ class BodyRecorder:
 
     async def post(
         self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
-    ) -> RawReply:
+    ) -> Reply:
         self.bodies.append(body)
-        return RawReply(200, b"result=SUCCESS")
+        return Reply(200, b"result=SUCCESS")
 
     async def aclose(self) -> None:
         return None

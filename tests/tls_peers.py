@@ -1,16 +1,20 @@
-"""Real TLS peers for the certificate and proxy tests: an HTTPS gateway on loopback port 0 with
-trustme certificates, and the adapter with a gRPC channel that never goes through a proxy.
+"""Real peers for the certificate and proxy tests: an HTTPS gateway on loopback port 0 with
+trustme certificates, an HTTP CONNECT proxy (``ConnectProxy``), and the adapter with a gRPC
+channel that never goes through a proxy.
 
 Not a test module: the test files import from it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import grpc
 import trustme
@@ -104,3 +108,109 @@ async def adapter_channel(settings: Settings) -> AsyncIterator[tuple[Stub, grpc.
         ) as channel,
     ):
         yield session_service_pb2_grpc.SessionServiceStub(channel), channel
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A request the proxy read: its method, target and ``Proxy-Authorization`` (None: absent)."""
+
+    method: str
+    target: str
+    authorization: str | None
+
+
+class ConnectProxy:
+    """An HTTP CONNECT proxy on 127.0.0.1; ``credentials`` set: it demands them (else 407).
+
+    With ``hang_up`` it closes each connection as soon as it has read the CONNECT. A request that
+    is not CONNECT (plain http through the proxy) is forwarded as it came to the host it names.
+    """
+
+    def __init__(self, credentials: tuple[str, str] | None = None, *, hang_up: bool = False):
+        self.expected = None if credentials is None else basic(*credentials)
+        self.hang_up = hang_up
+        self.seen: list[Seen] = []
+        self.tunnels = 0
+        """CONNECTs answered 200: tunnels opened to the gateway."""
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url_with(self, user: str, password: str) -> str:
+        """The proxy URL with user info, percent-encoded as a URL must carry it."""
+        return f"http://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the adapter closed its side: nothing to record
+        finally:
+            writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line, *lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = request_line.split(" ", 2)
+        headers = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in lines if line)
+        }
+        authorization = headers.get("proxy-authorization")
+        self.seen.append(Seen(method, target, authorization))
+        if self.hang_up:
+            return
+        if self.expected is not None and authorization != self.expected:
+            writer.write(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                b'Proxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\n\r\n'
+            )
+            await writer.drain()
+            return
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            self.tunnels += 1
+        else:  # absolute-form: forward the request as it came
+            authority = target.split("/")[2]
+            host, _, port = authority.rpartition(":")
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+            upstream_writer.write(head)
+        self._writers.add(upstream_writer)
+        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.transport.abort()

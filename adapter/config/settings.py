@@ -262,6 +262,9 @@ class UpstreamSettings:
     """How long an open circuit fails calls fast before one probe call may try the gateway."""
     retry_after_max_seconds: float = 30.0
     """The longest ``Retry-After`` the adapter waits for; longer advice is answered at once."""
+    idle_timeout_seconds: float = 4.0
+    """A pooled connection idle this long is not reused but closed: below the 5 s keep-alive
+    of the usual load balancer, so the adapter never writes on one the gateway is closing."""
     ca_file: str | None = None
     """A CA bundle to verify the gateway with instead of the system's."""
     client_cert_file: str | None = None
@@ -279,6 +282,7 @@ class UpstreamSettings:
         _bounded("upstream.max_concurrent_calls", self.max_concurrent_calls, 1, 10_000)
         _bounded("upstream.retry_max_attempts", self.retry_max_attempts, 1, 10)
         _bounded("upstream.breaker_failure_threshold", self.breaker_failure_threshold, 0, 10_000)
+        _bounded("upstream.idle_timeout_seconds", self.idle_timeout_seconds, 0.5, 300)
         for name in (
             "queue_timeout_seconds",
             "retry_initial_backoff_seconds",

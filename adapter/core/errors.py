@@ -7,17 +7,26 @@
     ├── RequestInvalid                  the caller's request fails the adapter's own validation
     ├── CallerUnauthenticated           caller authentication is on and the call proved no caller
     ├── MerchantNotAllowed              no credentials held for the merchant, or not this caller's
+    ├── ServerOverloaded                a call past ``server.max_concurrent_rpcs``: refused at once
     └── UpstreamError                   anything about the call to the gateway
         ├── AdapterOverloaded           no free slot for an upstream call in time: never sent
         ├── CircuitOpen                 the gateway keeps failing; failing fast: never sent
         ├── GatewayRejected             the gateway answered ``result=ERROR``
-        ├── UpstreamUnavailable         the gateway could not be reached; the request was never sent
-        ├── UpstreamCertificateInvalid  the gateway's TLS certificate failed verification: a
-        │                               configuration fault, not an outage; never sent
-        ├── UpstreamOverloaded          HTTP 429/502/503/504 with no NVP error body
-        ├── UpstreamConnectionLost      the connection broke after the request was sent
-        ├── UpstreamTimeout             no answer in time (``sent``: whether the request left)
-        └── UpstreamProtocolError       not valid NVP, no ``result``, or over the size cap
+        ├── UpstreamProtocolError       not HTTP the client accepts (a bound passed), not valid
+        │                               NVP, no ``result``, or over the size cap
+        ├── UpstreamHttpStatus          HTTP 429/502/503/504 with no NVP error body
+        │   ├── UpstreamTurnedAway      429, 503: the gateway's front turned it away unprocessed
+        │   └── UpstreamFrontFailed     502, 504: the front got no answer behind it: may be done
+        ├── UpstreamNotSent             no byte of the request was written: safe to send again
+        │   ├── UpstreamUnavailable     refused, DNS, TLS handshake, the proxy, or a connection
+        │   │                           closed or answered before the request was written
+        │   ├── UpstreamConnectTimeout  no connection within ``connect_timeout_seconds``
+        │   ├── UpstreamCertificateInvalid  the gateway's certificate failed verification: a
+        │   │                           configuration fault, not an outage, not retried
+        │   └── UpstreamDeadlineBeforeSend  the caller's deadline passed before the write
+        └── UpstreamSentAndLost         the request was written and no answer came: outcome unknown
+            ├── UpstreamConnectionLost  reset or closed before a complete answer
+            └── UpstreamReadTimeout     no complete answer within the attempt's time
 
 ``status.py`` turns each of them into one gRPC status; this module only says what happened.
 """
@@ -38,12 +47,19 @@ __all__ = [
     "GatewayRejected",
     "MerchantNotAllowed",
     "RequestInvalid",
+    "ServerOverloaded",
     "UpstreamCertificateInvalid",
+    "UpstreamConnectTimeout",
     "UpstreamConnectionLost",
+    "UpstreamDeadlineBeforeSend",
     "UpstreamError",
-    "UpstreamOverloaded",
+    "UpstreamFrontFailed",
+    "UpstreamHttpStatus",
+    "UpstreamNotSent",
     "UpstreamProtocolError",
-    "UpstreamTimeout",
+    "UpstreamReadTimeout",
+    "UpstreamSentAndLost",
+    "UpstreamTurnedAway",
     "UpstreamUnavailable",
 ]
 
@@ -91,6 +107,16 @@ class MerchantNotAllowed(AdapterError):
         if self.caller is not None:
             return f"caller {self.caller!r} may not use merchant {self.merchant!r}"
         return f"no credentials are configured for merchant {self.merchant!r}"
+
+
+@dataclass(eq=False)
+class ServerOverloaded(AdapterError):
+    """``limit`` calls were already in progress: this one is refused before any work."""
+
+    limit: int
+
+    def __str__(self) -> str:
+        return f"server overloaded: {self.limit} calls already in progress"
 
 
 @dataclass(eq=False)
@@ -153,37 +179,22 @@ class GatewayRejected(UpstreamError):
 
 
 @dataclass(eq=False)
-class UpstreamUnavailable(UpstreamError):
-    """The gateway could not be reached (refused, DNS, a failed TLS handshake, a connect timeout,
-    a proxy that refused the tunnel): never sent."""
+class UpstreamProtocolError(UpstreamError):
+    """The gateway's answer is not usable: HTTP past one of the client's bounds or malformed, or a
+    body that is not NVP, has no ``result``, or is over the size cap."""
 
     reason: str
+    http_status: int = 0
 
     def __str__(self) -> str:
-        return f"gateway unreachable: {self.reason}"
+        return f"unusable answer from the gateway: {self.reason}"
 
 
 @dataclass(eq=False)
-class UpstreamCertificateInvalid(UpstreamError):
-    """The gateway's TLS certificate failed verification (untrusted issuer, expired, another host
-    name): the request was never sent.
+class UpstreamHttpStatus(UpstreamError):
+    """The gateway's front answered an HTTP error status with no NVP error body.
 
-    Not an outage but a configuration fault (``upstream.url``, ``upstream.ca_file``, or the
-    gateway's certificate itself): trying again cannot help, so it is neither retried nor counted
-    by the circuit breaker.
-    """
-
-    reason: str
-
-    def __str__(self) -> str:
-        return f"the gateway's TLS certificate was refused: {self.reason}"
-
-
-@dataclass(eq=False)
-class UpstreamOverloaded(UpstreamError):
-    """The gateway's front answered 429/502/503/504 with no NVP error body.
-
-    ``retry_after`` holds the ``Retry-After`` advice in seconds where one was given.
+    ``retry_after`` holds the ``Retry-After`` header's advice in seconds where one was given.
     """
 
     http_status: int
@@ -194,35 +205,86 @@ class UpstreamOverloaded(UpstreamError):
 
 
 @dataclass(eq=False)
-class UpstreamConnectionLost(UpstreamError):
-    """The connection was reset or closed after the request was sent: the outcome is unknown."""
+class UpstreamTurnedAway(UpstreamHttpStatus):
+    """HTTP 429 or 503: the front turned the request away before the gateway worked on it."""
+
+
+@dataclass(eq=False)
+class UpstreamFrontFailed(UpstreamHttpStatus):
+    """HTTP 502 or 504: the front got a broken answer, or none in time, from the gateway behind
+    it; the gateway may have done the work."""
+
+
+@dataclass(eq=False)
+class UpstreamNotSent(UpstreamError):
+    """No byte of the request was written to the gateway (or its proxy): sending it again is safe
+    for every operation."""
 
     reason: str
+
+    def __str__(self) -> str:
+        return f"gateway unreachable: {self.reason}"
+
+
+@dataclass(eq=False)
+class UpstreamUnavailable(UpstreamNotSent):
+    """The gateway could not be reached: refused, DNS, a failed TLS handshake, a proxy that failed
+    or refused the tunnel, or a connection closed or answered before the request was written."""
+
+
+@dataclass(eq=False)
+class UpstreamConnectTimeout(UpstreamNotSent):
+    """No connection to the gateway (TCP, the proxy's tunnel, TLS) within the connect timeout."""
+
+
+@dataclass(eq=False)
+class UpstreamCertificateInvalid(UpstreamNotSent):
+    """The gateway's TLS certificate failed verification (untrusted issuer, expired, another host
+    name).
+
+    Not an outage but a configuration fault (``upstream.url``, ``upstream.ca_file``, or the
+    gateway's certificate itself): trying again cannot help, so it is neither retried nor counted
+    by the circuit breaker.
+    """
+
+    def __str__(self) -> str:
+        return f"the gateway's TLS certificate was refused: {self.reason}"
+
+
+@dataclass(eq=False)
+class UpstreamDeadlineBeforeSend(UpstreamNotSent):
+    """The caller's deadline passed before the request could be written (waiting for a connection,
+    or no time left at all)."""
+
+    def __str__(self) -> str:
+        return f"the caller's deadline left no time to call the gateway: {self.reason}"
+
+
+@dataclass(eq=False)
+class UpstreamSentAndLost(UpstreamError):
+    """The request was written and no complete answer came: the gateway may have done the work,
+    so the outcome is unknown."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"no answer from the gateway after the request was sent: {self.reason}"
+
+
+@dataclass(eq=False)
+class UpstreamConnectionLost(UpstreamSentAndLost):
+    """The connection was reset or closed after the request was written."""
 
     def __str__(self) -> str:
         return f"connection to the gateway lost after the request was sent: {self.reason}"
 
 
 @dataclass(eq=False)
-class UpstreamTimeout(UpstreamError):
-    """No complete answer came in time. If the request was ``sent``, the outcome is unknown;
-    if not, the caller's deadline left no time to send it."""
+class UpstreamReadTimeout(UpstreamSentAndLost):
+    """No complete answer within the attempt's time (the caller's deadline or the upstream
+    timeout) after the request was written."""
 
-    seconds: float
-    sent: bool = True
+    seconds: float = 0.0
 
     def __str__(self) -> str:
-        if not self.sent:
-            return "the caller's deadline left no time to call the gateway"
         return f"no answer from the gateway within {self.seconds:.3g}s"
-
-
-@dataclass(eq=False)
-class UpstreamProtocolError(UpstreamError):
-    """The gateway's answer is not usable NVP (bad encoding, no ``result``, over the size cap)."""
-
-    reason: str
-    http_status: int = 0
-
-    def __str__(self) -> str:
-        return f"unusable answer from the gateway: {self.reason}"

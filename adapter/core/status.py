@@ -36,13 +36,15 @@ from adapter.core.errors import (
     GatewayRejected,
     MerchantNotAllowed,
     RequestInvalid,
+    ServerOverloaded,
     UpstreamCertificateInvalid,
-    UpstreamConnectionLost,
+    UpstreamDeadlineBeforeSend,
     UpstreamError,
-    UpstreamOverloaded,
+    UpstreamHttpStatus,
+    UpstreamNotSent,
     UpstreamProtocolError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
+    UpstreamReadTimeout,
+    UpstreamSentAndLost,
 )
 from adapter.core.redaction import scrub_free_text
 from adapter.core.schema import GATEWAY_ERROR
@@ -137,7 +139,7 @@ def rich_status(exc: BaseException, field_path: FieldPath = str) -> RichStatus:
     status = _classify(exc, field_path)
     if isinstance(exc, UpstreamError):
         status.metadata["attempts"] = str(exc.attempts)
-        # A message about the gateway may quote its bytes (aiohttp's parse errors do): free text.
+        # A message about the gateway may quote its bytes (the client's parse errors do): free text.
         status.message = scrub_free_text(status.message)
     if status.retry_after is not None:
         status.details.append(error_details_pb2.RetryInfo(retry_delay=_delay(status.retry_after)))
@@ -247,6 +249,8 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
             return _Status(code_pb2.PERMISSION_DENIED, "MERCHANT_NOT_ALLOWED", str(exc), caller)
         case GatewayRejected():
             return _gateway_status(exc, field_path)
+        case ServerOverloaded():
+            return _Status(code_pb2.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED", str(exc))
         case AdapterOverloaded():
             return _Status(
                 code_pb2.UNAVAILABLE,
@@ -262,13 +266,6 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                 {"circuit": "OPEN"},
                 retry_after=exc.retry_after,
             )
-        case UpstreamUnavailable():
-            return _Status(
-                code_pb2.UNAVAILABLE,
-                "UPSTREAM_UNAVAILABLE",
-                str(exc),
-                retry_after=DEFAULT_RETRY_DELAY_SECONDS,
-            )
         case UpstreamCertificateInvalid():  # a configuration fault: retrying cannot help
             return _Status(
                 code_pb2.UNAVAILABLE,
@@ -276,7 +273,16 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                 str(exc),
                 {"tls": "CERTIFICATE_INVALID"},
             )
-        case UpstreamOverloaded():
+        case UpstreamDeadlineBeforeSend():  # nothing left: the outcome is known
+            return _Status(code_pb2.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", str(exc))
+        case UpstreamNotSent():
+            return _Status(
+                code_pb2.UNAVAILABLE,
+                "UPSTREAM_UNAVAILABLE",
+                str(exc),
+                retry_after=DEFAULT_RETRY_DELAY_SECONDS,
+            )
+        case UpstreamHttpStatus():
             return _Status(
                 code_pb2.UNAVAILABLE,
                 "UPSTREAM_UNAVAILABLE",
@@ -286,13 +292,14 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
                     DEFAULT_RETRY_DELAY_SECONDS if exc.retry_after is None else exc.retry_after
                 ),
             )
-        case UpstreamConnectionLost():
+        case UpstreamReadTimeout():
+            return _Status(
+                code_pb2.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", str(exc), {"outcome": "UNKNOWN"}
+            )
+        case UpstreamSentAndLost():
             return _Status(
                 code_pb2.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", str(exc), {"outcome": "UNKNOWN"}
             )
-        case UpstreamTimeout():
-            outcome = {"outcome": "UNKNOWN"} if exc.sent else {}
-            return _Status(code_pb2.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", str(exc), outcome)
         case UpstreamProtocolError():
             return _Status(code_pb2.INTERNAL, "UPSTREAM_PROTOCOL_ERROR", str(exc))
         case _:

@@ -1,9 +1,9 @@
 """The embedded gateway: an in-memory MPGS that answers CREATE_SESSION, UPDATE_SESSION and
 RETRIEVE_SESSION, with two faces.
 
-- In-process: ``EmbeddedGateway.handle(version, body)`` takes the request bytes and gives back a
-  ``GatewayReply`` (HTTP status and NVP body), with no socket; ``EmbeddedTransport`` puts it
-  behind the upstream client's transport seam.
+- In-process: ``EmbeddedGateway.handle(version, body)`` takes the request bytes and gives back
+  the upstream client's ``Reply`` (HTTP status and NVP body), with no socket;
+  ``EmbeddedTransport`` puts it behind the upstream client's transport seam.
 - Over HTTP(S): ``start_http_gateway`` (or ``create_app`` for your own runner) serves the same
   object on ``POST /api/nvp/version/{N}``, so any NVP client can be tried against it, with its
   connections bounded (``adapter/net/http_guard.py``); ``StandaloneGateway`` is
@@ -16,7 +16,7 @@ bounded ``SessionStore`` (``store.py``); what a session may hold is ``session_fi
 
 from __future__ import annotations
 
-from adapter.embedded.gateway import EmbeddedGateway, GatewayReply, StoredSession
+from adapter.embedded.gateway import EmbeddedGateway, StoredSession
 from adapter.embedded.http import certificate_subject, create_app, start_http_gateway
 from adapter.embedded.store import StoreLimits
 from adapter.embedded.transport import EmbeddedTransport
@@ -24,7 +24,6 @@ from adapter.embedded.transport import EmbeddedTransport
 __all__ = [
     "EmbeddedGateway",
     "EmbeddedTransport",
-    "GatewayReply",
     "StoreLimits",
     "StoredSession",
     "certificate_subject",

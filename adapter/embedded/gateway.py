@@ -52,6 +52,7 @@ from adapter.embedded.store import (
     StoreFull,
     StoreLimits,
 )
+from adapter.upstream.client import Reply
 
 __all__ = [
     "AUTHENTICATION_LIMITS",
@@ -61,7 +62,6 @@ __all__ = [
     "SUPPORTED_API_VERSIONS",
     "UPDATE_SESSION",
     "EmbeddedGateway",
-    "GatewayReply",
     "StoredSession",
     "request_too_large",
 ]
@@ -118,18 +118,10 @@ _SHOWN_CHARS = 100  # keeps error.field and error.explanation within the contrac
 _BUSY = "The gateway is busy; try again later."
 
 
-@dataclass(frozen=True, slots=True)
-class GatewayReply:
-    """One HTTP answer: the status and the NVP body."""
-
-    status: int
-    body: bytes
-
-
 class _Refused(Exception):
     """Carries the error answer from the check that failed back to ``handle``; never escapes."""
 
-    def __init__(self, reply: GatewayReply) -> None:
+    def __init__(self, reply: Reply) -> None:
         super().__init__(reply.status)
         self.reply = reply
 
@@ -206,7 +198,7 @@ class EmbeddedGateway:
         """The live session with this id, whoever owns it, or None (never created, or expired)."""
         return self._store.peek(session_id, self._clock())
 
-    def handle(self, version: str, body: bytes, *, certificate: str | None = None) -> GatewayReply:
+    def handle(self, version: str, body: bytes, *, certificate: str | None = None) -> Reply:
         """Answer one ``POST /api/nvp/version/{version}`` with this body; never raises.
 
         ``certificate`` is the subject CN of the client's verified TLS certificate, if it sent
@@ -246,7 +238,7 @@ class EmbeddedGateway:
         _check_field_names(fields, operation)
         return _Request(fields, authenticated, api_version, self._clock()), operation
 
-    def _create_session(self, request: _Request) -> GatewayReply:
+    def _create_session(self, request: _Request) -> Reply:
         limit = _authentication_limit(request.fields)
         stored = StoredSession(
             request.merchant,
@@ -271,11 +263,11 @@ class EmbeddedGateway:
             answer[AUTHENTICATION_LIMIT] = str(limit)
         return _reply(201, answer)
 
-    def _retrieve_session(self, request: _Request) -> GatewayReply:
+    def _retrieve_session(self, request: _Request) -> Reply:
         session_id, stored = self._find_session(request)
         return _reply(201, _session_answer(request.fields, session_id, stored))
 
-    def _update_session(self, request: _Request) -> GatewayReply:
+    def _update_session(self, request: _Request) -> Reply:
         session_id, stored = self._find_session(request)
         expected = request.fields.get(SESSION_VERSION)
         if expected is not None and expected != stored.version:
@@ -442,7 +434,7 @@ def _check_field_names(fields: Mapping[str, str], operation: str) -> None:
         )
 
 
-def request_too_large(max_bytes: int) -> GatewayReply:
+def request_too_large(max_bytes: int) -> Reply:
     """The answer for a body over the HTTP face's cap, in the gateway's own error format."""
     return _reply(413, _error_fields(f"Request body exceeds the {max_bytes}-byte limit."))
 
@@ -519,9 +511,9 @@ def _error_fields(explanation: str, cause: str = INVALID_REQUEST) -> dict[str, s
     }
 
 
-def _reply(status: int, fields: Mapping[str, str]) -> GatewayReply:
+def _reply(status: int, fields: Mapping[str, str]) -> Reply:
     # MPGS lists its fields in name order; clients must not care, but the bodies then read alike.
-    return GatewayReply(status, nvp.encode(dict(sorted(fields.items()))))
+    return Reply(status, nvp.encode(dict(sorted(fields.items()))))
 
 
 def _shown(text: str) -> str:

@@ -21,7 +21,6 @@ from adapter.config import GatewaySettings
 from adapter.core import nvp
 from adapter.embedded.gateway import (
     EmbeddedGateway,
-    GatewayReply,
     known_field,
     request_too_large,
 )
@@ -30,6 +29,7 @@ from adapter.net.http_guard import (
     SslContextSource,
     start_guarded_app,
 )
+from adapter.upstream.client import Reply
 
 __all__ = ["MAX_BODY_BYTES", "ROUTE", "create_app", "start_http_gateway"]
 
@@ -55,7 +55,7 @@ def create_app(gateway: EmbeddedGateway) -> web.Application:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            reply: GatewayReply = request_too_large(MAX_BODY_BYTES)
+            reply: Reply = request_too_large(MAX_BODY_BYTES)
         else:
             reply = gateway.handle(request.match_info["version"], body, certificate=certificate)
             if log.isEnabledFor(logging.DEBUG):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from adapter.embedded.gateway import EmbeddedGateway
-from adapter.transport import RawReply
+from adapter.upstream.transport import Reply
 
 __all__ = ["EmbeddedTransport"]
 
@@ -19,10 +19,9 @@ class EmbeddedTransport:
 
     async def post(
         self, body: bytes, budget: float, headers: Mapping[str, str] | None = None
-    ) -> RawReply:
+    ) -> Reply:
         """The gateway's answer; ``headers`` (trace context) have no request to go on: ignored."""
-        reply = self._gateway.handle(self._version, body)
-        return RawReply(reply.status, reply.body)
+        return self._gateway.handle(self._version, body)
 
     async def aclose(self) -> None:
         return None

@@ -20,6 +20,8 @@ from typing import Any
 
 import grpc
 
+from adapter.core.errors import ServerOverloaded
+from adapter.core.status import rich_status
 from adapter.net.interceptors import Behaviour, ended_with, responses, wrap_behaviour
 from adapter.observability.call import CallRecord, start_call
 from adapter.observability.metrics import Metrics
@@ -67,10 +69,17 @@ class CallObserver:
 
     An ``interceptors.Interceptor``: every method's handler is wrapped, and a method the server
     does not have gets a handler that answers UNIMPLEMENTED with its line.
+
+    It also holds ``server.max_concurrent_rpcs`` (``max_calls``): a call past it is refused at
+    once with RESOURCE_EXHAUSTED ``SERVER_OVERLOADED`` and has its access line. grpc.aio's own
+    limit (``maximum_concurrent_rpcs``) refuses before any interceptor runs, so its refusals had
+    no line, no details and no count.
     """
 
-    def __init__(self, metrics: Metrics | None) -> None:
+    def __init__(self, metrics: Metrics | None, max_calls: int | None = None) -> None:
         self._metrics = metrics
+        self._max_calls = max_calls
+        self._calls = 0
 
     def wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any] | None, method: str
@@ -108,11 +117,15 @@ class CallObserver:
     def _unary(self, behaviour: Behaviour, method: str) -> Behaviour:
         async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             record = self._open(method)
+            self._calls += 1
             try:
+                await self._refuse_past_the_limit(record, context)
                 response = await behaviour(request, context)
             except BaseException as exc:
                 self._close(record, method, ended_with(context, exc))
                 raise
+            finally:
+                self._calls -= 1
             self._close(record, method, ended_with(context))
             return response
 
@@ -123,15 +136,30 @@ class CallObserver:
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             record = self._open(method)
+            self._calls += 1
             try:
+                await self._refuse_past_the_limit(record, context)
                 async for response in responses(behaviour(request, context)):
                     yield response
             except BaseException as exc:
                 self._close(record, method, ended_with(context, exc))
                 raise
+            finally:
+                self._calls -= 1
             self._close(record, method, ended_with(context))
 
         return observed
+
+    async def _refuse_past_the_limit(
+        self, record: CallRecord, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Abort the call (this one counted) if more than ``max_calls`` are in progress."""
+        if self._max_calls is None or self._calls <= self._max_calls:
+            return
+        status = rich_status(ServerOverloaded(self._max_calls))
+        record.reason = status.reason
+        record.status_message = status.proto.message
+        await context.abort_with_status(status.to_grpc())
 
     def _open(self, method: str) -> CallRecord:
         record = CallRecord(rpc=method.rpartition("/")[2])

@@ -110,7 +110,19 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_seconds * ms)),
         ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * ms)),
         ("grpc.max_connection_age_grace_ms", int(settings.grace_seconds * ms)),
+        # Calls grpc's core holds until the Python server takes them (one at a time): past the
+        # soft limit it cancels some at random (a bare CANCELLED, before any adapter code could
+        # give it a status or a line), past the hard one all. Room for a burst several times
+        # max_concurrent_rpcs, which CallObserver then refuses with a status and a line each.
+        ("grpc.server.max_pending_requests", _pending_calls(settings)),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * _pending_calls(settings)),
     ]
+
+
+def _pending_calls(settings: ServerSettings) -> int:
+    """grpc's soft bound on calls waiting for the server: 4x ``max_concurrent_rpcs``, at least
+    grpc's own default (1000)."""
+    return max(1000, 4 * settings.max_concurrent_rpcs)
 
 
 def bind(

@@ -42,8 +42,8 @@ from adapter.server.listeners import bind, listen_error, server_options
 from adapter.server.service import session_service
 from adapter.server.signals import stop_and_reload_signals
 from adapter.server.tls import ServerTls
-from adapter.transport import Transport, gateway_transport
-from adapter.upstream import UpstreamClient
+from adapter.upstream.calls import UpstreamClient
+from adapter.upstream.transport import Transport, gateway_transport
 
 __all__ = ["SERVING", "AdapterServer", "http_transport", "serve"]
 
@@ -151,7 +151,7 @@ class AdapterServer:
         metrics_address = self.settings.metrics.address
         if metrics_address is not None:
             self.metrics = Metrics(upstream_label(self.settings.upstream))
-        observer = CallObserver(self.metrics)
+        observer = CallObserver(self.metrics, max_calls=server_settings.max_concurrent_rpcs)
         tracing = Tracing.from_environment(self.settings.upstream)
         async with contextlib.AsyncExitStack() as stack:
             transport = self._transport or self._transport_factory(self.settings)

@@ -29,7 +29,7 @@ from adapter.core.schema import OPERATIONS, SESSION_SERVICE, Operation
 from adapter.core.status import internal_status, rich_status
 from adapter.observability.call import CallRecord, current_call
 from adapter.server.callers import current_caller
-from adapter.upstream import Answer, UpstreamClient
+from adapter.upstream.calls import Answer, UpstreamClient
 
 __all__ = ["RpcBoundary", "session_service"]
 

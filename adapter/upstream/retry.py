@@ -1,25 +1,28 @@
 """When a failed upstream attempt may be tried again, and after how long.
 
-Two things decide it. The failure: a request that never left the adapter (``UpstreamUnavailable``:
-refused, DNS, TLS, no free pooled connection) is safe to send again for every operation; a gateway
-that says it did not process the request (``SERVER_BUSY``, HTTP 429 or 503 with no NVP body) is
-safe only for an operation declared ``RETRY_SAFETY_REPEATABLE`` in the proto; anything that may
-have reached the gateway and done its work (a lost connection, a timeout, HTTP 502 or 504) is never
-retried. A gateway certificate the adapter refuses (``UpstreamCertificateInvalid``) never left
-either, but it is a configuration fault: the next attempt would meet the same certificate, so it is
-not retried. And the budget: attempts are bounded, and no wait runs past the caller's deadline.
+Two things decide it. The failure: a request that never left the adapter (``UpstreamNotSent``:
+refused, DNS, TLS, a connect timeout, a connection closed before the write) is safe to send again
+for every operation; a gateway that says it did not process the request (``SERVER_BUSY``,
+``UpstreamTurnedAway``: HTTP 429 or 503 with no NVP body) is safe only for an operation declared
+``RETRY_SAFETY_REPEATABLE`` in the proto; anything that may have reached the gateway and done its
+work (``UpstreamSentAndLost``, ``UpstreamFrontFailed``: HTTP 502 or 504) is never retried. A
+gateway certificate the adapter refuses (``UpstreamCertificateInvalid``) never left either, but it
+is a configuration fault: the next attempt would meet the same certificate, so it is not retried;
+nor is a request the caller's deadline left no time to send (``UpstreamDeadlineBeforeSend``). And
+the budget: attempts are bounded, and no wait runs past the caller's deadline.
 
 Delays grow exponentially with full jitter, and are never shorter than the gateway's
 ``Retry-After``; advice longer than ``max_retry_after`` is not waited for: the failure is final
 (the caller gets the advice in its RetryInfo and decides), so a gateway cannot hold a call for as
-long as it likes. No wait runs past the caller's deadline either (``upstream.UpstreamClient``).
+long as it likes. No wait runs past the caller's deadline either (``calls.UpstreamClient``).
 
+>>> from adapter.core.errors import UpstreamTurnedAway, UpstreamUnavailable
 >>> policy = RetryPolicy(max_attempts=3, initial_backoff=0.1, max_backoff=2.0)
 >>> policy.delay(UpstreamUnavailable("refused"), attempt=1, repeatable=False) <= 0.1
 True
 >>> policy.delay(UpstreamUnavailable("refused"), attempt=3, repeatable=False) is None
 True
->>> policy.delay(UpstreamOverloaded(503, retry_after=3600.0), attempt=1, repeatable=True) is None
+>>> policy.delay(UpstreamTurnedAway(503, retry_after=3600.0), attempt=1, repeatable=True) is None
 True
 """
 
@@ -31,14 +34,15 @@ from dataclasses import dataclass, field
 from adapter.core.errors import (
     GatewayRejected,
     UpstreamCertificateInvalid,
+    UpstreamDeadlineBeforeSend,
     UpstreamError,
-    UpstreamOverloaded,
-    UpstreamUnavailable,
+    UpstreamNotSent,
+    UpstreamTurnedAway,
 )
 
+__all__ = ["SERVER_BUSY", "RetryPolicy"]
+
 SERVER_BUSY = "SERVER_BUSY"
-NOT_PROCESSED_HTTP_STATUSES = frozenset({429, 503})
-"""Front-door answers that say the request was turned away, not worked on (unlike 502 and 504)."""
 
 
 @dataclass(frozen=True)
@@ -68,17 +72,14 @@ class RetryPolicy:
 
 def _retry_advice(failure: UpstreamError, repeatable: bool) -> float | None:
     """The least wait the failure itself asks for, or None if it is not safe to retry."""
-    if isinstance(failure, UpstreamCertificateInvalid):  # safe, but it would fail the same way
-        return None
-    if isinstance(failure, UpstreamUnavailable):
+    if isinstance(failure, UpstreamCertificateInvalid | UpstreamDeadlineBeforeSend):
+        return None  # safe, but it would fail the same way, or there is no time
+    if isinstance(failure, UpstreamNotSent):
         return 0.0
     if not repeatable:
         return None
     if isinstance(failure, GatewayRejected) and failure.cause == SERVER_BUSY:
         return 0.0
-    if (
-        isinstance(failure, UpstreamOverloaded)
-        and failure.http_status in NOT_PROCESSED_HTTP_STATUSES
-    ):
+    if isinstance(failure, UpstreamTurnedAway):
         return 0.0 if failure.retry_after is None else failure.retry_after
     return None

@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 from adapter.core.errors import CircuitOpen
 
+__all__ = ["CircuitBreaker", "State"]
+
 _BUSY_PROBE_RETRY_SECONDS = 0.5
 """The retry advice while another call's probe is deciding whether the circuit closes."""
 

@@ -2,7 +2,9 @@
 
 ``UpstreamClient`` sends one NVP operation through a ``transport.Transport`` (the bytes' carrier,
 HTTP or the embedded gateway), under the retry policy, the circuit breaker and the bound on calls
-in flight; ``interpret`` reads the gateway's raw answer into fields or one of the adapter's errors.
+in flight; ``interpret`` reads the gateway's ``Reply`` into fields or one of the adapter's errors.
+A successful call is an ``Answer``: the fields decoded, with the attempts it took (the one other
+result type, as it holds what the reply meant rather than what came on the wire).
 """
 
 from __future__ import annotations
@@ -17,36 +19,51 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
 
-from adapter.breaker import CircuitBreaker
 from adapter.config import MerchantCredentials, UpstreamSettings
 from adapter.core import nvp
 from adapter.core.errors import (
     AdapterOverloaded,
     GatewayRejected,
     MerchantNotAllowed,
-    UpstreamConnectionLost,
+    UpstreamConnectTimeout,
+    UpstreamDeadlineBeforeSend,
     UpstreamError,
-    UpstreamOverloaded,
+    UpstreamFrontFailed,
+    UpstreamHttpStatus,
     UpstreamProtocolError,
-    UpstreamTimeout,
+    UpstreamSentAndLost,
+    UpstreamTurnedAway,
     UpstreamUnavailable,
 )
 from adapter.core.redaction import Redactor, Secret, scrub_error_answer
 from adapter.core.status import reason_of
 from adapter.observability import tracing
 from adapter.observability.metrics import Metrics
-from adapter.retry import RetryPolicy
-from adapter.transport import RawReply, Transport
+from adapter.upstream.breaker import CircuitBreaker
+from adapter.upstream.retry import RetryPolicy
+from adapter.upstream.transport import Reply, Transport
+
+__all__ = [
+    "FRONT_FAILED_STATUSES",
+    "TURNED_AWAY_STATUSES",
+    "Answer",
+    "UpstreamClient",
+    "interpret",
+    "parse_retry_after",
+]
 
 log = logging.getLogger("adapter.upstream")
 
-RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
+TURNED_AWAY_STATUSES = frozenset({429, 503})
+"""Front-door answers that say the request was turned away, not worked on."""
+FRONT_FAILED_STATUSES = frozenset({502, 504})
+"""Front-door answers that say the gateway behind failed or timed out: it may have done the work."""
 # Nine ASCII digits (under 32 years) are more than any real advice, and few enough that no
 # arithmetic on them overflows; str.isdigit() would also take "²" and other Unicode digits.
 _DELAY_SECONDS = re.compile(r"[0-9]{1,9}")
 
 
-def interpret(reply: RawReply) -> dict[str, str]:
+def interpret(reply: Reply) -> dict[str, str]:
     """The gateway's fields for a successful answer; raise for every other kind of answer.
 
     An error answer is all free text: its values go through ``scrub_error_answer`` before they
@@ -60,8 +77,11 @@ def interpret(reply: RawReply) -> dict[str, str]:
     except nvp.NvpDecodeError as exc:
         fields, problem = None, f"not valid NVP ({exc})"
     if fields is None or nvp.RESULT not in fields:
-        if reply.status in RETRYABLE_HTTP_STATUSES:
-            raise UpstreamOverloaded(reply.status, retry_after=parse_retry_after(reply.retry_after))
+        advice = parse_retry_after(reply.retry_after)
+        if reply.status in TURNED_AWAY_STATUSES:
+            raise UpstreamTurnedAway(reply.status, retry_after=advice)
+        if reply.status in FRONT_FAILED_STATUSES:
+            raise UpstreamFrontFailed(reply.status, retry_after=advice)
         raise UpstreamProtocolError(f"HTTP {reply.status}, {problem}", http_status=reply.status)
     if fields[nvp.RESULT] == nvp.RESULT_ERROR:
         raise GatewayRejected(reply.status, scrub_error_answer(fields))
@@ -230,7 +250,7 @@ class UpstreamClient:
         the answer's fields and HTTP status."""
         loop = asyncio.get_running_loop()
         if deadline is not None and deadline <= loop.time():
-            raise UpstreamTimeout(0.0, sent=False)
+            raise UpstreamDeadlineBeforeSend("no time left")
         probe = self.breaker.admit()
         outcome = self.breaker.abandoned
         try:
@@ -257,9 +277,7 @@ class UpstreamClient:
             outcome(probe)
         return fields, reply.status
 
-    async def _post(
-        self, body: bytes, budget: float, headers: Mapping[str, str] | None
-    ) -> RawReply:
+    async def _post(self, body: bytes, budget: float, headers: Mapping[str, str] | None) -> Reply:
         if self._metrics is None:
             return await self._transport.post(body, budget, headers=headers)
         with self._metrics.in_flight.track_inprogress():
@@ -281,9 +299,10 @@ class UpstreamClient:
 
 _TRANSPORT_FAILURES = (
     UpstreamUnavailable,
-    UpstreamConnectionLost,
-    UpstreamTimeout,
-    UpstreamOverloaded,
+    UpstreamConnectTimeout,
+    UpstreamDeadlineBeforeSend,
+    UpstreamSentAndLost,
+    UpstreamHttpStatus,
 )
 """Failures that say the gateway is unreachable or failing: the breaker counts these.
 
