@@ -70,7 +70,8 @@ def build_server_context(files: TlsFiles) -> ssl.SSLContext:
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise ConfigError(
             f"gateway.tls: cannot load {files.cert_file} and {files.key_file} as a PEM "
-            f"certificate and its key: {_reason(exc)}"
+            f"certificate and its key: {_reason(exc)}",
+            "gateway.tls",
         ) from None
     if files.client_ca_file is not None:
         try:
@@ -78,7 +79,8 @@ def build_server_context(files: TlsFiles) -> ssl.SSLContext:
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"gateway.tls.client_ca_file: cannot load {files.client_ca_file} as PEM CA "
-                f"certificates: {_reason(exc)}"
+                f"certificates: {_reason(exc)}",
+                "gateway.tls.client_ca_file",
             ) from None
         # Optional, not required: clients that authenticate with apiPassword still get in.
         context.verify_mode = ssl.CERT_OPTIONAL

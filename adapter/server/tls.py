@@ -65,7 +65,8 @@ class ServerTls:
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(
                 f"server.tls: {files.cert_file} and {files.key_file} are not a matching PEM "
-                f"certificate and key ({_reason(exc)})"
+                f"certificate and key ({_reason(exc)})",
+                "server.tls",
             ) from None
         if client_ca is not None:
             try:
@@ -73,7 +74,8 @@ class ServerTls:
             except (ssl.SSLError, ValueError, UnicodeDecodeError) as exc:
                 raise ConfigError(
                     f"server.tls.client_ca_file {files.client_ca_file}: not a PEM CA "
-                    f"certificate ({_reason(exc)})"
+                    f"certificate ({_reason(exc)})",
+                    "server.tls.client_ca_file",
                 ) from None
         return grpc.ssl_server_certificate_configuration([(key, cert)], client_ca)
 
@@ -82,7 +84,8 @@ def _read(path: str, key: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"server.tls.{key}: cannot read {path}: {exc.strerror or exc}") from None
+        message = f"server.tls.{key}: cannot read {path}: {exc.strerror or exc}"
+        raise ConfigError(message, f"server.tls.{key}") from None
 
 
 def _reason(exc: BaseException) -> str:
