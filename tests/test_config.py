@@ -234,12 +234,11 @@ KEYS = {
 @pytest.mark.parametrize(("text", "key"), KEYS.values(), ids=KEYS.keys())
 def test_an_error_carries_its_key_as_data(tmp_path: Path, text: str, key: str) -> None:
     """``ConfigError.key`` is the setting at fault as the file spells it, however deep, so that
-    nobody reads the message to learn it; the message still begins with it, after the file."""
-    path = write(tmp_path, text)
+    nobody reads the message to learn it (a secret's message names its table, as it always has:
+    ``merchants.M1: cannot read ...``)."""
     with pytest.raises(ConfigError) as caught:
-        load_settings(path)
+        load_settings(write(tmp_path, text))
     assert caught.value.key == key
-    assert key in str(caught.value).removeprefix(f"{path}: ")
 
 
 def test_a_rule_of_settings_built_in_code_carries_its_key() -> None:

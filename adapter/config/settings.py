@@ -825,32 +825,34 @@ def _one_source(table: object, sources: tuple[str, ...], where: str) -> str | No
     return given[0] if given else None
 
 
-def _from_env(variable: str, where: str) -> str:
+def _from_env(variable: str, where: str, key: str) -> str:
     value = os.environ.get(variable)
-    _require(value is not None, where, f": environment variable {variable} is unset")
-    _require(bool(value), where, f": environment variable {variable} is empty")
+    _require(value is not None, key, f": environment variable {variable} is unset", where)
+    _require(bool(value), key, f": environment variable {variable} is empty", where)
     return typing.cast(str, value)
 
 
-def read_secret_file(path: str, where: str) -> str:
+def read_secret_file(path: str, where: str, key: str | None = None) -> str:
     """A secret file's text, less one trailing newline (``\\n`` or ``\\r\\n``) and nothing else.
 
-    Raises ``ConfigError`` (its key ``where``) for a file that cannot be read, is not UTF-8, or
-    holds nothing. A file that others may read is accepted, with one warning per path.
+    Raises ``ConfigError`` for a file that cannot be read, is not UTF-8, or holds nothing: its
+    message begins with ``where``, its key is ``key`` (else ``where``). A file that others may
+    read is accepted, with one warning per path.
     """
+    key = key or where
     try:
         with open(path, "rb") as file:  # fstat on the same open file: no race with a swap
             mode = os.fstat(file.fileno()).st_mode
             data = file.read(_MAX_SECRET_FILE_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror or exc}", where) from None
-    _require(len(data) <= _MAX_SECRET_FILE_BYTES, where, f": {path} is over 64 KiB")
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror or exc}", key) from None
+    _require(len(data) <= _MAX_SECRET_FILE_BYTES, key, f": {path} is over 64 KiB", where)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{where}: {path} is not UTF-8 text", where) from None
+        raise ConfigError(f"{where}: {path} is not UTF-8 text", key) from None
     text = text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
-    _require(bool(text), where, f": {path} is empty")
+    _require(bool(text), key, f": {path} is empty", where)
     if mode & stat.S_IROTH and path not in _WARNED_READABLE:
         _WARNED_READABLE.add(path)
         log.warning("%s: %s is readable by every user of this machine; chmod o-r it", where, path)
@@ -863,13 +865,12 @@ _WARNED_READABLE: set[str] = set()
 
 def _credentials(merchant: str, table: _MerchantTable) -> MerchantCredentials:
     where = f"merchants.{merchant}"
-    source = _one_source(table, _PASSWORD_SOURCES, where)
+    _one_source(table, _PASSWORD_SOURCES, where)
     password = table.password
-    if source == "password_env":
-        password = _from_env(typing.cast(str, table.password_env), f"{where}.password_env")
-    elif source == "password_file":
-        path = typing.cast(str, table.password_file)
-        password = read_secret_file(path, f"{where}.password_file")
+    if table.password_env is not None:
+        password = _from_env(table.password_env, where, f"{where}.password_env")
+    elif table.password_file is not None:
+        password = read_secret_file(table.password_file, where, f"{where}.password_file")
     return MerchantCredentials(
         merchant, None if password is None else Secret(password), table.password_file
     )
@@ -891,21 +892,16 @@ def token_digest(token: str, where: str = "callers") -> Secret:
 def _caller(name: str, table: _CallerTable) -> CallerSettings:
     where = f"callers.{name}"
     source = _one_source(table, _TOKEN_SOURCES, where)
+    key = f"{where}.{source}"
     digest: Secret | None = None
-    if source == "token_sha256":
-        hexdigest = typing.cast(str, table.token_sha256)
-        _require(
-            bool(_SHA256_HEX.fullmatch(hexdigest)),
-            f"{where}.token_sha256",
-            ": expected 64 lower-case hex digits",
-        )
+    if table.token_sha256 is not None:
+        hexdigest = table.token_sha256
+        _require(bool(_SHA256_HEX.fullmatch(hexdigest)), key, ": expected 64 lower-case hex digits")
         digest = Secret(hexdigest)
-    elif source == "token_env":
-        key = f"{where}.token_env"
-        digest = token_digest(_from_env(typing.cast(str, table.token_env), key), key)
-    elif source == "token_file":
-        key = f"{where}.token_file"
-        digest = token_digest(read_secret_file(typing.cast(str, table.token_file), key), key)
+    elif table.token_env is not None:
+        digest = token_digest(_from_env(table.token_env, where, key), key)
+    elif table.token_file is not None:
+        digest = token_digest(read_secret_file(table.token_file, where, key), key)
     return CallerSettings(
         name, table.merchants, digest, table.token_file, table.certificate_subject
     )
@@ -1056,9 +1052,6 @@ def proxy_url(url: str, source: str = "upstream.proxy") -> SplitResult:
 
     The one rule for ``upstream.proxy`` and for the ``https_proxy`` family of variables alike.
     Raises ``ConfigError`` (key ``source``, the URL's user info redacted) for any other URL.
-
-    >>> proxy_url("http://proxy.internal:3128").port
-    3128
     """
     shown = redact_url(url)
     try:
@@ -1132,8 +1125,8 @@ def _number(value: float) -> str:
     return str(int(value)) if math.isfinite(value) and float(value).is_integer() else repr(value)
 
 
-def _require(condition: bool, key: str, problem: str) -> None:
+def _require(condition: bool, key: str, problem: str, where: str | None = None) -> None:
     """A rule: unless ``condition`` holds, a ``ConfigError`` about ``key``, whose message is the
-    key and then the ``problem`` (``": expected HOST:PORT"``)."""
+    key (or ``where``, the table it is in) and then the ``problem`` (``": expected HOST:PORT"``)."""
     if not condition:
-        raise ConfigError(key + problem, key)
+        raise ConfigError((where or key) + problem, key)
