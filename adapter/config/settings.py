@@ -16,10 +16,12 @@ Values come in layers, each over the one before: the dataclasses' defaults, the 
 Every value is checked the same way whichever layer it came from, and an error about a key set by
 an override names the override's source (its variable) rather than the file.
 
-Why cattrs (README, Configuration, has the figures): of msgspec, cattrs and pydantic(-settings),
-msgspec starts fastest but names the key only inside its message text, which would be parsed again;
-pydantic has the richest errors at two to three times cattrs' start-up cost; cattrs gives the path
-as data, builds the dataclasses the code already uses, and costs PLACEHOLDER.
+Why cattrs, by measurement (README, Configuration, has the table): CPU time of import and one
+load of this file's shape in a fresh process, median of 20, prototypes: msgspec 40 ms, cattrs 66,
+pydantic 138, pydantic-settings 202 (this module by hand: 73). msgspec names the key only inside
+its message text, to be parsed out again; pydantic has the richest errors at twice cattrs' cost;
+cattrs gives the path as data and builds the dataclasses the code already uses. In the adapter
+(``scripts/config_startup.py``) it costs 12 ms of CPU on the whole start (309 to 321 ms).
 """
 
 from __future__ import annotations
