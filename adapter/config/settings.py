@@ -682,10 +682,10 @@ def load_settings(
     }
     layers = _Layers.read(path, overrides, flags)
     try:
-        settings = _settings(_structure(layers.merged(), _Document))
+        settings = _settings(_structure(layers.document, _Document))
         if not for_gateway:
             _check_adapter_credentials(settings)
-            _check_embedded_exposure(settings, named=layers.sets("upstream", "url"))
+            _check_embedded_exposure(settings, named="url" in layers.document.get("upstream", {}))
             _check_listeners(settings)
     except ConfigError as exc:
         raise layers.located(exc) from None
@@ -701,7 +701,7 @@ def load_server_settings(
     """
     layers = _Layers.read(path, overrides, {})
     others = set(_TABLES) - {"server"}
-    document = {key: value for key, value in layers.merged().items() if key not in others}
+    document = {key: value for key, value in layers.document.items() if key not in others}
     try:
         return _structure(document, _Document).server
     except ConfigError as exc:
@@ -716,8 +716,10 @@ class _Layers:
     """The file, the overrides over it and the flags over both, merged table by table."""
 
     path: str | os.PathLike[str] | None
-    document: Mapping[str, Any]
-    overrides: Overrides
+    document: dict[str, Any]
+    """The file with each table's keys from every layer, the upper layer's where two set one key
+    (a file's table that is no table is left for the check to refuse)."""
+    sources: Mapping[str, str]
     flags: Mapping[str, Mapping[str, object]]
 
     @classmethod
@@ -728,35 +730,22 @@ class _Layers:
         flags: Mapping[str, Mapping[str, object]],
     ) -> _Layers:
         document = _read_toml(Path(path)) if path is not None else {}
-        given = {
-            table: {key: value for key, value in values.items() if value is not None}
-            for table, values in flags.items()
-        }
-        return cls(path, document, overrides or Overrides(), given)
-
-    def merged(self) -> dict[str, Any]:
-        """The file with each table's keys from every layer, the upper layer's where two set one
-        key (a file's table that is no table is left for the check to refuse)."""
-        document = dict(self.document)
-        for name in {*self.overrides.tables, *self.flags}:
-            table = self.document.get(name, {})
-            upper = {**self.overrides.tables.get(name, {}), **self.flags.get(name, {})}
+        overrides = overrides or Overrides()
+        given = {t: {k: v for k, v in keys.items() if v is not None} for t, keys in flags.items()}
+        for name in {*overrides.tables, *given}:
+            table = document.get(name, {})
+            upper = {**overrides.tables.get(name, {}), **given.get(name, {})}
             if upper and isinstance(table, Mapping):
                 document[name] = {**table, **upper}
-        return document
-
-    def sets(self, table: str, key: str) -> bool:
-        """Whether any layer names ``table.key``, rather than leaving it to its default."""
-        return key in self.merged().get(table, {})
+        return cls(path, document, overrides.sources, given)
 
     def located(self, exc: ConfigError) -> ConfigError:
         """The error, prefixed by where the value it is about came from: the override's source
         (a variable) when that value is the override's, else the file (if any)."""
-        if exc.key is not None:
-            table, _, key = exc.key.partition(".")
-            source = self.overrides.sources.get(exc.key)
-            if source is not None and key not in self.flags.get(table, {}):
-                return ConfigError(f"{source}: {exc}", exc.key)
+        table, _, key = (exc.key or "").partition(".")
+        source = self.sources.get(exc.key or "")
+        if source is not None and key not in self.flags.get(table, {}):
+            return ConfigError(f"{source}: {exc}", exc.key)
         if self.path is None:
             return exc
         return ConfigError(f"{self.path}: {exc}", exc.key)
@@ -784,8 +773,6 @@ def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
 
 def type_name(hint: Any) -> str:
     """What a setting of this type holds, for a message: ``a number``, ``true or false``."""
-    if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        return " or ".join(type_name(a) for a in typing.get_args(hint) if a is not type(None))
     if hint == frozenset[str]:
         return 'a list of merchant ids, or ["*"]'
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
