@@ -70,10 +70,12 @@ def probe_target(server: ServerSettings) -> str:
     else:
         raise ConfigError(
             "server.listen serves TLS and the health check speaks plaintext: set "
-            "server.health_listen, or give --address"
+            "server.health_listen, or give --address",
+            "server.listen",
         )
     if not address.is_unix and address.port == 0:
-        raise ConfigError(f"{where} {str(address)!r} has port 0, chosen at start: give --address")
+        message = f"{where} {str(address)!r} has port 0, chosen at start: give --address"
+        raise ConfigError(message, where)
     return dial_target(address)
 
 

@@ -8,7 +8,6 @@ says so, and the lines it prints (each round, the medians, the spread of the rat
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 import signal
@@ -20,6 +19,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.script_module import script_module
 
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
 TIMEOUT = 120.0  # far above the seconds each run takes; only there so that a hang fails the test
@@ -212,14 +213,8 @@ def test_workers_mode_compares_the_numbers_of_workers() -> None:
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
     """The script as a module, for its command line."""
-    spec = importlib.util.spec_from_file_location("bench_script", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with script_module(BENCH, "bench_script") as module:
+        yield module
 
 
 @pytest.mark.parametrize(

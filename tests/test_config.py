@@ -217,6 +217,46 @@ def test_mistakes_are_one_clear_line(tmp_path: Path, text: str, message: str) ->
     assert "\n" not in str(caught.value)
 
 
+KEYS = {
+    "a secret file": (
+        "[merchants.M1]\npassword_file = '/nonexistent/secret'\n",
+        "merchants.M1.password_file",
+    ),
+    "a TLS path": ("[server.tls]\ncert_file = ''\nkey_file = 'k'\n", "server.tls.cert_file"),
+    "a missing TLS path": ("[gateway.tls]\nkey_file = 'k'\n", "gateway.tls.cert_file"),
+    "an unknown TLS key": ("[server.tls]\ncert = 'a'\nkey_file = 'b'\n", "server.tls.cert"),
+    "an unknown table": ("[sever]\n", "sever"),
+    "a type": ("[upstream]\napi_version = '100'\n", "upstream.api_version"),
+    "a range": ("[server]\nmax_connections = 0\n", "server.max_connections"),
+    "a caller's token": (
+        "[callers.c]\nmerchants = ['*']\ntoken_sha256 = 'x'\n",
+        "callers.c.token_sha256",
+    ),
+    "a merchant with no password": ("[merchants.M1]\n", "merchants.M1"),
+    "a rule across tables": (
+        "[server]\nworkers = 2\n[metrics]\nlisten = '127.0.0.1:9464'\n",
+        "metrics.listen",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "key"), KEYS.values(), ids=KEYS.keys())
+def test_an_error_carries_its_key_as_data(tmp_path: Path, text: str, key: str) -> None:
+    """``ConfigError.key`` is the setting at fault as the file spells it, however deep, so that
+    nobody reads the message to learn it (a secret's message names its table, as it always has:
+    ``merchants.M1: cannot read ...``)."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert caught.value.key == key
+
+
+def test_a_rule_of_settings_built_in_code_carries_its_key() -> None:
+    """A nested object built in code names its own key; read from a file, the table's."""
+    with pytest.raises(ConfigError) as caught:
+        TlsFiles("", "key.pem")
+    assert (caught.value.key, str(caught.value)) == ("cert_file", "cert_file: expected a path")
+
+
 EMPTY_TOKEN_DIGEST = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 CALLER = "[callers.checkout]\nmerchants = ['*']\n"
 TOKEN_MISTAKES = {

@@ -134,6 +134,20 @@ def test_a_rule_broken_by_a_variable_names_it() -> None:
         load_settings(None, overrides=overrides)
 
 
+def test_a_variables_error_carries_its_setting_as_the_key() -> None:
+    """The setting a variable stands for is the error's key, whether the variable's text or the
+    setting's rule is at fault; an unknown variable, which stands for none, is its own key."""
+    with pytest.raises(ConfigError) as text:
+        read_environment({"NVP_ADAPTER_SERVER_GRACE_SECONDS": "ten"})
+    overrides = read_environment({"NVP_ADAPTER_SERVER_LISTEN": "10.0.0.8:50051"})
+    with pytest.raises(ConfigError) as rule:
+        load_settings(None, overrides=overrides)
+    with pytest.raises(ConfigError) as unknown:
+        read_environment({"NVP_ADAPTER_SERVER_LISTN": "x"})
+    keys = (text.value.key, rule.value.key, unknown.value.key)
+    assert keys == ("server.grace_seconds", "server.listen", "NVP_ADAPTER_SERVER_LISTN")
+
+
 def test_a_bad_value_in_the_file_still_names_the_file(tmp_path: Path) -> None:
     """With variables set for other keys, an error about a key of the file names the file."""
     path = write(tmp_path, "[server]\nmax_connections = 0\n")

@@ -21,7 +21,7 @@ import trustme
 from google.rpc import error_details_pb2
 
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
-from adapter.config import Settings
+from adapter.config import Settings, load_settings
 from adapter.core.errors import ConfigError
 from adapter.upstream.transport import HttpTransport
 from tests.conftest import MERCHANT, Failure, ScriptedUpstream, fail, make_settings
@@ -294,6 +294,43 @@ async def test_a_proxy_variable_the_adapter_cannot_use_is_a_config_error(
     with pytest.raises(ConfigError) as caught:
         HttpTransport(make_settings("https://gateway.example").upstream)
     assert str(caught.value) == f"HTTPS_PROXY {message}"
+
+
+# What no proxy URL may be, whether it is the setting or a variable: one rule, in adapter.config.
+ONE_RULE = {
+    "https proxy": "https://proxy.internal:3128",
+    "password not percent-encoded": f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.internal:3128",
+    "a path": "http://proxy.internal:3128/squid",
+    "a query": "http://proxy.internal:3128?x=1",
+    "a ':' in the user name": f"http://{quote('user:name', safe='')}:pw@proxy.internal:3128",
+}
+
+
+@pytest.mark.parametrize("url", ONE_RULE.values(), ids=ONE_RULE)
+def test_the_proxy_setting_and_the_proxy_variable_meet_one_rule(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``upstream.proxy`` is refused at load with the very line the transport gives for the
+    same URL in ``HTTPS_PROXY``, less the source's name: both are checked by one function."""
+    path = tmp_path / "adapter.toml"
+    path.write_text(f'[upstream]\nurl = "https://gateway.example"\nproxy = "{url}"\n')
+    with pytest.raises(ConfigError) as from_file:
+        load_settings(path, for_gateway=True)
+    monkeypatch.setenv("HTTPS_PROXY", url)
+    with pytest.raises(ConfigError) as from_variable:
+        HttpTransport(make_settings("https://gateway.example").upstream)
+    assert (from_file.value.key, from_variable.value.key) == ("upstream.proxy", "HTTPS_PROXY")
+    setting = str(from_file.value).removeprefix(f"{path}: upstream.proxy ")
+    assert setting == str(from_variable.value).removeprefix("HTTPS_PROXY ")
+
+
+def test_the_transport_is_never_given_a_proxy_url_it_cannot_use() -> None:
+    """A proxy URL the transport could not use cannot become settings at all, even in code:
+    the rule that refuses it is the settings' own."""
+    with pytest.raises(ConfigError, match="the proxy user name holds a ':'") as caught:
+        make_settings("https://gateway.example", proxy=ONE_RULE["a ':' in the user name"])
+    assert caught.value.key == "upstream.proxy"
+    assert PROXY_PASSWORD not in str(caught.value)
 
 
 # --- secrecy ----------------------------------------------------------------------------------

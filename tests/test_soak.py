@@ -10,7 +10,6 @@ made it rise by 46 %. The limit of 4 % sits between the two.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 import signal
@@ -22,6 +21,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.script_module import script_module
 
 SOAK = Path(__file__).resolve().parent.parent / "scripts" / "soak.py"
 CALLS = 25_000
@@ -106,18 +107,9 @@ def test_short_soak_writes_no_traceback(short_soak: SoakRun) -> None:
 
 @pytest.fixture(scope="module")
 def soak() -> Iterator[ModuleType]:
-    """The script as a module, for its verdict on made-up RSS samples; its folder on the path,
-    as when it runs, for the helpers it shares with bench.py (``children``)."""
-    sys.path.insert(0, str(SOAK.parent))
-    spec = importlib.util.spec_from_file_location("soak_script", SOAK)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
-    sys.path.remove(str(SOAK.parent))
+    """The script as a module, for its verdict on made-up RSS samples."""
+    with script_module(SOAK, "soak_script") as module:
+        yield module
 
 
 def _verdict(soak: ModuleType, samples_mib: list[float]) -> bool:

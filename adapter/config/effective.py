@@ -8,7 +8,7 @@ listen = "127.0.0.1:50051"
 password = "***"
 ...
 
-What ``nvp-adapter config check`` prints. Each table's keys are its dataclass's fields, so a new
+What ``nvp-adapter config check`` prints: the settings dataclasses unstructured by cattrs, so a new
 setting shows here with no word written for it. An optional setting left unset is absent, as TOML
 has no null. A secret (a password, a token's digest) is ``"***"``, and so is the user info of any
 URL (a proxy's credentials).
@@ -16,10 +16,9 @@ URL (a proxy's credentials).
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
+import cattrs
 import tomli_w
 
 from adapter.config import Settings, redact_url
@@ -29,6 +28,11 @@ __all__ = ["MASK", "effective_document", "effective_toml"]
 
 MASK = "***"
 """What every secret shows as."""
+_converter = cattrs.Converter()
+_converter.register_unstructure_hook(Secret, lambda _: MASK)
+# Every string, not only the proxy's: a URL's user info never shows, whatever its key.
+_converter.register_unstructure_hook(str, redact_url)
+_converter.register_unstructure_hook_func(lambda hint: hint == frozenset[str], sorted)
 
 
 def effective_toml(settings: Settings) -> str:
@@ -39,45 +43,19 @@ def effective_toml(settings: Settings) -> str:
 def effective_document(settings: Settings) -> dict[str, Any]:
     """The settings as the tables of a configuration file would hold them, secrets masked.
 
-    ``[merchants.ID]`` and ``[callers.NAME]`` are keyed by the merchant id and caller name.
+    ``[merchants.ID]`` and ``[callers.NAME]`` are keyed by the merchant id and caller name, which
+    their tables do not repeat (``merchant``, ``name``).
     """
-    document: dict[str, Any] = {}
-    for field in dataclasses.fields(settings):
-        value = getattr(settings, field.name)
-        if isinstance(value, Mapping):
-            document[field.name] = {name: _entry(entry) for name, entry in value.items()}
-        else:
-            document[field.name] = _table(value)
+    document = _without_none(_converter.unstructure(settings))
+    for entries, own_name in (("merchants", "merchant"), ("callers", "name")):
+        for entry in document[entries].values():
+            del entry[own_name]
     return document
 
 
-def _entry(entry: object) -> dict[str, Any]:
-    """A ``[merchants.ID]`` or ``[callers.NAME]`` table: the entry's first field is its own name
-    (``merchant``, ``name``), which the table's key already says."""
-    first = dataclasses.fields(entry)[0].name  # type: ignore[arg-type]
-    table = _table(entry)
-    del table[first]
-    return table
-
-
-def _table(settings: object) -> dict[str, Any]:
-    """A settings dataclass as a table; a key whose value is None is left out."""
-    table = {}
-    for field in dataclasses.fields(settings):  # type: ignore[arg-type]
-        value = getattr(settings, field.name)
-        if value is not None:
-            table[field.name] = _value(value)
-    return table
-
-
-def _value(value: object) -> object:
-    if isinstance(value, Secret):
-        return MASK
-    if isinstance(value, str):
-        # Every string, not only the proxy's: a URL's user info never shows, whatever its key.
-        return redact_url(value)
-    if isinstance(value, frozenset):
-        return sorted(value)
-    if dataclasses.is_dataclass(value):
-        return _table(value)
-    return value
+def _without_none(table: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: _without_none(value) if isinstance(value, dict) else value
+        for key, value in table.items()
+        if value is not None
+    }

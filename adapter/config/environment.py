@@ -113,7 +113,9 @@ def config_file(flag: str | None, environ: Mapping[str, str]) -> str | None:
         return flag
     path = environ.get(CONFIG_VARIABLE)
     if path == "":
-        raise ConfigError(f"{CONFIG_VARIABLE}: set but empty; unset it to run without a file")
+        raise ConfigError(
+            f"{CONFIG_VARIABLE}: set but empty; unset it to run without a file", CONFIG_VARIABLE
+        )
     return path
 
 
@@ -121,7 +123,8 @@ def read_environment(environ: Mapping[str, str]) -> Overrides:
     """The settings the ``NVP_ADAPTER_<TABLE>_<KEY>`` variables of ``environ`` give.
 
     Raises ``ConfigError`` naming the first variable (in name order) that is unknown, empty or
-    not of its setting's type.
+    not of its setting's type; its key is the setting (``server.listen``), or the variable for
+    an unknown one.
     """
     tables: dict[str, dict[str, object]] = {}
     sources: dict[str, str] = {}
@@ -130,7 +133,7 @@ def read_environment(environ: Mapping[str, str]) -> Overrides:
             continue
         variable = VARIABLES.get(name)
         if variable is None:
-            raise ConfigError(_unknown(name))
+            raise ConfigError(_unknown(name), name)
         tables.setdefault(variable.table, {})[variable.key] = _parse(variable, environ[name])
         sources[variable.setting] = name
     return Overrides(tables, sources)
@@ -140,14 +143,17 @@ def _parse(variable: Variable, text: str) -> object:
     if not text:
         raise ConfigError(
             f"{variable.name}: set but empty; unset it to leave {variable.setting} to the "
-            "file or the default"
+            "file or the default",
+            variable.setting,
         )
     value = _PARSERS[variable.kind](text)
     if value is None:
         # The text is not echoed, as the file's wrong-typed values are not: it may be a
         # secret pasted into the wrong variable.
         expected = type_name(variable.kind)
-        raise ConfigError(f"{variable.name}: {variable.setting}: expected {expected}")
+        raise ConfigError(
+            f"{variable.name}: {variable.setting}: expected {expected}", variable.setting
+        )
     return value
 
 

@@ -69,7 +69,16 @@ class AdapterError(Exception):
 
 
 class ConfigError(AdapterError):
-    """The configuration cannot be used; the message is one line meant for the operator."""
+    """The configuration cannot be used; the message is one line meant for the operator.
+
+    ``key`` is the setting at fault as the file spells it (``server.tls.cert_file``), or the
+    variable's name where a variable stands for no setting (``HTTPS_PROXY``); None where no one
+    key is (an unreadable file).
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(eq=False)

@@ -30,7 +30,8 @@ def server_context(
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise ConfigError(
             f"{where}: cannot load {cert_file} and {key_file} as a PEM certificate and its key: "
-            f"{_reason(exc)}"
+            f"{_reason(exc)}",
+            where,
         ) from None
     if client_ca_file is not None:
         try:
@@ -38,7 +39,8 @@ def server_context(
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"{where}.client_ca_file: cannot load {client_ca_file} as PEM CA certificates: "
-                f"{_reason(exc)}"
+                f"{_reason(exc)}",
+                f"{where}.client_ca_file",
             ) from None
         context.verify_mode = ssl.CERT_OPTIONAL
     return context

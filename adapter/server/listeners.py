@@ -86,11 +86,11 @@ def listen_error(where: str, address: ListenAddress, exc: BaseException) -> Conf
     reason. The address is shown as written, an IPv6 host in brackets."""
     if isinstance(exc, socket.gaierror):
         detail = "" if exc.errno == socket.EAI_NONAME else f" ({exc.strerror})"
-        return ConfigError(f"{where}: host name {address.host!r} does not resolve{detail}")
+        return ConfigError(f"{where}: host name {address.host!r} does not resolve{detail}", where)
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-        return ConfigError(f"{where}: {address} is in use")
+        return ConfigError(f"{where}: {address} is in use", where)
     why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-    return ConfigError(f"{where}: cannot listen on {address}: {why}")
+    return ConfigError(f"{where}: cannot listen on {address}: {why}", where)
 
 
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
@@ -160,7 +160,7 @@ def bind(
     except (OSError, RuntimeError) as exc:
         raise listen_error(where, address, exc) from None
     if not bound:
-        raise ConfigError(f"{where}: cannot listen on {target}: address not available")
+        raise ConfigError(f"{where}: cannot listen on {target}: address not available", where)
     if address.path is not None:
         return target, 0
     return format_address(address.host, bound), bound

@@ -67,4 +67,5 @@ def _read(path: str, key: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"server.tls.{key}: cannot read {path}: {exc.strerror or exc}") from None
+        message = f"server.tls.{key}: cannot read {path}: {exc.strerror or exc}"
+        raise ConfigError(message, f"server.tls.{key}") from None

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import unquote, urlsplit
 
-from adapter.config import UpstreamSettings, redact_url
-from adapter.core.errors import ConfigError
+from adapter.config import UpstreamSettings, proxy_url, redact_url
 
 __all__ = ["ProxyRoute", "proxy_route"]
 
@@ -73,21 +72,12 @@ def _variable(scheme: str) -> str:
 
 
 def _route(url: str, source: str) -> ProxyRoute:
+    parts = proxy_url(url, source)  # the setting's rule, for the variables too
     shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 (raises ValueError for a bad port)
-    except ValueError:
-        raise ConfigError(f"{source} {shown!r}: not a valid URL") from None
-    if parts.scheme != "http" or not host:
-        raise ConfigError(f"{source} {shown!r}: expected an http:// proxy URL (HTTP CONNECT)")
     bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     if parts.username is None:
         return ProxyRoute(bare, source=source, shown=shown)
     user, password = unquote(parts.username), unquote(parts.password or "")
-    if ":" in user:  # Basic credentials are "user:password": the user name cannot hold one
-        raise ConfigError(f"{source} {shown!r}: the proxy user name holds a ':'")
     token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
     headers = MappingProxyType({"Proxy-Authorization": f"Basic {token}"})
     return ProxyRoute(bare, headers, source, shown)

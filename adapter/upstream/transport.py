@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from adapter.config import UpstreamSettings
 from adapter.core import nvp
+from adapter.net.addresses import bracketed, format_address
 from adapter.upstream.client import ConnectionPool, Reply, Route
 from adapter.upstream.proxy import ProxyRoute, proxy_route
 
@@ -81,9 +82,7 @@ class HttpTransport:
         host = parts.hostname or ""
         secure = parts.scheme == "https"
         port = parts.port or (443 if secure else 80)
-        authority = f"[{host}]" if ":" in host else host
-        if parts.port is not None:
-            authority += f":{port}"
+        authority = bracketed(host) if parts.port is None else format_address(host, port)
         context = build_ssl_context(settings)  # for http too: a bad TLS file fails at start
         target = parts.path or "/"
         headers = dict(_REQUEST_HEADERS)
@@ -131,7 +130,7 @@ def _proxied(proxy: ProxyRoute, host: str, port: int, tls: ssl.SSLContext | None
     shown = f"{host}:{port} through the proxy {proxy_host}:{proxy_port}"
     if tls is None:
         return Route(proxy_host, proxy_port, shown=shown)
-    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    authority = format_address(host, port)
     lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
     lines += [f"{name}: {value}" for name, value in proxy.headers.items()]
     tunnel = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
