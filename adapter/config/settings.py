@@ -51,6 +51,7 @@ from cattrs.gen import make_dict_structure_fn, make_mapping_structure_fn
 from adapter.core import nvp
 from adapter.core.errors import ConfigError
 from adapter.core.redaction import Secret
+from adapter.net.addresses import format_address
 
 __all__ = [
     "DEMO_MERCHANT",
@@ -170,7 +171,7 @@ class ListenAddress:
     def __str__(self) -> str:
         if self.path is not None:
             return UNIX_PREFIX + self.path
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return format_address(self.host, self.port)
 
 
 def parse_listen(text: str) -> ListenAddress:
