@@ -174,10 +174,8 @@ class AdapterServer:
             # Each gRPC server starts as soon as it is bound: one bound but never started holds
             # its port until the process ends, whatever closes it.
             shared = server_settings.workers > 1
-            server = grpc.aio.server(
-                options=server_options(server_settings),
-                maximum_concurrent_rpcs=server_settings.max_concurrent_rpcs,
-            )
+            # No maximum_concurrent_rpcs here: CallObserver holds it, so a refused call has a line.
+            server = grpc.aio.server(options=server_options(server_settings))
             interceptors: list[Interceptor] = [
                 observer,  # outermost: it starts each call's context
                 TraceInterceptor(tracing, [SESSION_SERVICE.full_name]),
