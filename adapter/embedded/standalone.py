@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import resource
-from types import TracebackType
 
 from aiohttp import web
 
@@ -26,6 +25,7 @@ from adapter.embedded.gateway import EmbeddedGateway
 from adapter.embedded.http import start_http_gateway
 from adapter.embedded.tls import GatewayTls
 from adapter.net.addresses import format_address
+from adapter.net.resource import AsyncResource
 
 __all__ = ["StandaloneGateway", "gateway_accounts"]
 
@@ -44,7 +44,7 @@ def gateway_accounts(settings: Settings) -> dict[str, str | None]:
     }
 
 
-class StandaloneGateway:
+class StandaloneGateway(AsyncResource):
     """The embedded gateway served over HTTP(S) on ``host:port``, its secret files watched.
 
     ``start()`` (or entering it) raises ``ConfigError`` for TLS files that do not load and
@@ -123,18 +123,6 @@ class StandaloneGateway:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> StandaloneGateway:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def reload(self) -> int:
         """Read every watched file now (SIGHUP); how many groups loaded. Never raises."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +26,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from adapter import version
 from adapter.config import UpstreamSettings
 from adapter.net.http_guard import start_guarded_app
+from adapter.net.resource import AsyncResource
 
 __all__ = ["Metrics", "MetricsListener", "upstream_label"]
 
@@ -140,7 +140,7 @@ class ScrapeLimits:
     keepalive_timeout_seconds: float = 30.0
 
 
-class MetricsListener:
+class MetricsListener(AsyncResource):
     """``GET /metrics`` on ``host:port``, behind the same connection guard as every HTTP face."""
 
     def __init__(self, metrics: Metrics, host: str, port: int) -> None:
@@ -162,15 +162,3 @@ class MetricsListener:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-    async def __aenter__(self) -> MetricsListener:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

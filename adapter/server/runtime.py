@@ -17,7 +17,6 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
-from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -34,6 +33,7 @@ from adapter.core.errors import ConfigError
 from adapter.core.redaction import Secret
 from adapter.core.schema import SESSION_SERVICE
 from adapter.net.interceptors import InterceptedHandlers, Interceptor
+from adapter.net.resource import AsyncResource
 from adapter.observability.access import CallObserver
 from adapter.observability.metrics import Metrics, MetricsListener, upstream_label
 from adapter.observability.tracing import TraceInterceptor, Tracing
@@ -102,7 +102,7 @@ class CircuitHealth:
         await asyncio.gather(*self._pending)
 
 
-class AdapterServer:
+class AdapterServer(AsyncResource):
     """The adapter's gRPC server as one ``async with`` resource.
 
     The transport comes from ``transport_factory`` when the server starts (the HTTP client by
@@ -296,21 +296,13 @@ class AdapterServer:
         self._stopping = False
         log.info("stopped")
 
+    async def aclose(self) -> None:
+        """A graceful ``stop``: what leaving ``async with`` does."""
+        await self.stop()
+
     async def wait_for_termination(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
-
-    async def __aenter__(self) -> AdapterServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def _close_on(

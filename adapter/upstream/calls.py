@@ -17,7 +17,6 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from types import TracebackType
 
 from adapter.config import MerchantCredentials, UpstreamSettings
 from adapter.core import nvp
@@ -37,6 +36,7 @@ from adapter.core.errors import (
 )
 from adapter.core.redaction import Redactor, Secret, scrub_error_answer
 from adapter.core.status import reason_of
+from adapter.net.resource import AsyncResource
 from adapter.observability import tracing
 from adapter.observability.metrics import Metrics
 from adapter.upstream.breaker import CircuitBreaker
@@ -119,7 +119,7 @@ class Answer:
     http_status: int
 
 
-class UpstreamClient:
+class UpstreamClient(AsyncResource):
     """Sends one NVP operation for a merchant, with the adapter's own credentials.
 
     Each call may take several attempts (``retry.RetryPolicy``), each one admitted by the
@@ -173,17 +173,6 @@ class UpstreamClient:
         )
         # A log line of a call still in flight may hold the old password: scrub both.
         self.redact = Redactor([*self.redact.secrets, *filter(None, [old]), password])
-
-    async def __aenter__(self) -> UpstreamClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self._transport.aclose()
