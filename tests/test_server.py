@@ -20,6 +20,7 @@ from adapter.core.errors import ConfigError
 from tests.conftest import MERCHANT, ScriptedUpstream, StartAdapter, make_settings
 
 SERVICE = "mpgs.gateway.v1.SessionService"
+PAYMENTS = "mpgs.gateway.v1.PaymentService"
 REQUEST = pb.CreateSessionRequest(merchant=MERCHANT)
 SUCCESS = (
     "merchant=TESTMERCHANT&result=SUCCESS&session.id=SESSION0002AAAAAAAAAAAAAAAAAAAA"
@@ -55,13 +56,13 @@ async def test_embedded_gateway_validates_extra_fields(start_adapter: StartAdapt
 
 
 async def test_health_and_reflection() -> None:
-    """Health answers SERVING for "" and the service; reflection lists the three services."""
+    """Health answers SERVING for "" and each API service; reflection lists the four services."""
     async with (
         build_server(make_settings()) as server,
         grpc.aio.insecure_channel(server.address) as channel,
     ):
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", SERVICE):
+        for service in ("", SERVICE, PAYMENTS):
             answer = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -70,6 +71,7 @@ async def test_health_and_reflection() -> None:
         names = {s.name for s in answer.list_services_response.service}
         assert names == {
             SERVICE,
+            PAYMENTS,
             "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection",
         }

@@ -3,8 +3,10 @@
 The proto is the single source of names: a field's NVP name is its JSON name, a nested message
 adds a dotted prefix (``session.updateStatus``), an enum value's NVP text is its name minus the
 enum's prefix (``RESULT_SUCCESS`` -> ``SUCCESS``), and the ``apiOperation`` of an RPC is its name
-in upper snake case (``CreateSession`` -> ``CREATE_SESSION``). Nothing here is written per
-operation; ``Operation.for_method`` builds everything from the service descriptor.
+in upper snake case (``CreateSession`` -> ``CREATE_SESSION``), and a repeated message field
+holds the answer's indexed names (``transaction[0].result``). Nothing here is written per
+operation; ``Operation.for_method`` builds everything from the service descriptor, with the
+request rules of its service (``SESSION_RULES``, ``PAYMENT_RULES``).
 
 >>> op = OPERATIONS["CreateSession"]
 >>> op.api_operation
@@ -27,10 +29,11 @@ from google.protobuf.message_factory import GetMessageClass
 
 from adapter._proto.mpgs.gateway.v1 import (
     gateway_error_pb2,
+    payment_service_pb2,
     retry_safety_pb2,
     session_service_pb2,
 )
-from adapter.core import nvp
+from adapter.core import money, nvp
 from adapter.core.errors import RequestInvalid
 from adapter.core.redaction import scrub_unmodelled
 
@@ -39,12 +42,17 @@ __all__ = [
     "GATEWAY_ERROR",
     "MAX_NAME_LENGTH",
     "OPERATIONS",
+    "PAYMENT_RULES",
+    "PAYMENT_SERVICE",
     "REQUIRED",
+    "SERVICES",
+    "SESSION_RULES",
     "SESSION_SERVICE",
     "TOGETHER",
     "VALUE_RULES",
     "MessageSchema",
     "Operation",
+    "Rules",
     "ValueRule",
     "check_extra_key",
     "retry_safety",
@@ -71,6 +79,18 @@ class ValueRule:
 
 
 _ANY_TEXT = re.compile(r".+", re.DOTALL)
+_AMOUNT = ValueRule(
+    "a plain decimal: 1 to 14 integer digits and at most 3 decimals, no sign, no exponent (such "
+    "as 10.50)",
+    re.compile(r"[0-9]{1,14}(\.[0-9]{1,3})?"),
+)
+_CURRENCY = ValueRule(
+    "an ISO 4217 code: 3 upper-case letters (such as USD)", re.compile(r"[A-Z]{3}")
+)
+_PAYMENT_ID = ValueRule(
+    "1 to 40 characters of 0-9 a-z A-Z - _ .", re.compile(r"[0-9A-Za-z_.-]{1,40}")
+)
+_REFERENCE = ValueRule("1 to 40 characters", _ANY_TEXT, 40)
 # Per NVP name: checked wherever a request models the name (and the caller set it), before any
 # upstream call. The gateway's own limits (CONTRACT §2, §8), so that nothing it would refuse for
 # its form is sent, and nothing it accepts is refused. Amounts are decimal strings end to end.
@@ -88,26 +108,61 @@ VALUE_RULES: Mapping[str, ValueRule] = MappingProxyType(
         "session.version": ValueRule(
             "exactly 10 characters of 0-9 a-z", re.compile(r"[0-9a-z]{10}")
         ),
-        "order.amount": ValueRule(
-            "a plain decimal: 1 to 14 integer digits and at most 3 decimals, no sign, no "
-            "exponent (such as 10.50)",
-            re.compile(r"[0-9]{1,14}(\.[0-9]{1,3})?"),
-        ),
-        "order.currency": ValueRule(
-            "an ISO 4217 code: 3 upper-case letters (such as USD)", re.compile(r"[A-Z]{3}")
-        ),
+        "order.amount": _AMOUNT,
+        "order.currency": _CURRENCY,
         "order.id": ValueRule("1 to 40 characters", _ANY_TEXT, 40),
-        "order.reference": ValueRule("1 to 40 characters", _ANY_TEXT, 40),
+        "order.reference": _REFERENCE,
         "order.description": ValueRule("1 to 127 characters", _ANY_TEXT, 127),
+        "transaction.id": _PAYMENT_ID,
+        "transaction.targetTransactionId": _PAYMENT_ID,
+        "transaction.amount": _AMOUNT,
+        "transaction.currency": _CURRENCY,
+        "transaction.reference": _REFERENCE,
     }
 )
 REQUIRED: frozenset[str] = frozenset({nvp.MERCHANT, "session.id"})
-"""NVP names a request must set wherever it models them."""
+"""NVP names a session request must set wherever it models them."""
 TOGETHER: tuple[tuple[str, str], ...] = (("order.amount", "order.currency"),)
 """Pairs of NVP names a request sets both of, or neither."""
+_PRICES: tuple[tuple[str, str], ...] = (
+    ("order.amount", "order.currency"),
+    ("transaction.amount", "transaction.currency"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What one service's requests must hold, checked before any upstream call.
+
+    ``values``: each modelled name's form; ``required``: names set wherever a request models
+    them; ``together``: pairs set both or neither; ``priced``: (amount, currency) pairs whose
+    amount is above zero and has no more decimals than the currency's ISO 4217 minor unit.
+    """
+
+    values: Mapping[str, ValueRule]
+    required: frozenset[str]
+    together: tuple[tuple[str, str], ...]
+    priced: tuple[tuple[str, str], ...] = ()
+
+
+SESSION_RULES = Rules(VALUE_RULES, REQUIRED, TOGETHER)
+"""CONTRACT §8: a session's order is stored as given; only its form is checked."""
+PAYMENT_RULES = Rules(
+    MappingProxyType({**VALUE_RULES, "order.id": _PAYMENT_ID}),
+    REQUIRED
+    | {"order.id", "transaction.id", "transaction.targetTransactionId"}
+    | {name for pair in _PRICES for name in pair},
+    _PRICES,
+    _PRICES,
+)
+"""CONTRACT §9: every id, amount and currency a payment operation models is required; the
+optional ones are ``correlationId``, ``session.version`` and the references and description."""
 MAX_EXTRA_FIELDS = 100
 MAX_EXTRA_VALUE_LENGTH = 1024
 _NVP_NAME = re.compile(r"[A-Za-z0-9]+(\[[0-9]+\])?(\.[A-Za-z0-9]+(\[[0-9]+\])?)*")
+_INDEXED = re.compile(r"([A-Za-z0-9]+)\[(0|[1-9][0-9]{0,5})\]\.(.+)", re.DOTALL)
+"""``transaction[3].response.gatewayCode``: a repeated field's name, the index, the element's name.
+No leading zeros (one element, one spelling) and at most 6 digits; anything else is a leftover."""
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
@@ -135,9 +190,11 @@ def _enum_texts(enum: EnumDescriptor) -> dict[str, int]:
 def _leaves(message: Descriptor, prefix: str, path: tuple[str, ...]) -> dict[str, _Leaf]:
     leaves: dict[str, _Leaf] = {}
     for field in message.fields:
-        if field.name == EXTRA_FIELDS:
-            continue
+        if field.name == EXTRA_FIELDS or (not path and _is_repeated_message(field)):
+            continue  # a top-level repeated message is a MessageSchema of its own (``_elements``)
         name, where = prefix + field.json_name, (*path, field.name)
+        if field.is_repeated:
+            raise TypeError(f"{field.full_name}: only a top-level repeated message has an NVP form")
         if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
             leaves.update(_leaves(field.message_type, name + ".", where))
         elif field.type == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
@@ -154,13 +211,32 @@ def _leaves(message: Descriptor, prefix: str, path: tuple[str, ...]) -> dict[str
     return leaves
 
 
+def _is_repeated_message(field: FieldDescriptor) -> bool:
+    return (
+        field.is_repeated
+        and field.message_type is not None
+        and not field.message_type.GetOptions().map_entry
+    )
+
+
 class MessageSchema:
-    """The NVP view of one proto message: which names it models and how to convert values."""
+    """The NVP view of one proto message: which names it models and how to convert values.
+
+    A top-level repeated message field holds the answer's indexed names: ``transaction[n].x``
+    is the element schema's ``x``, the elements in the order of their indexes.
+    """
 
     def __init__(self, descriptor: Descriptor, prefix: str = "") -> None:
         self.descriptor = descriptor
         self.message_class: type[Message] = GetMessageClass(descriptor)
         self._leaves = _leaves(descriptor, prefix, ())
+        self._elements = {
+            prefix + field.json_name: (field.name, MessageSchema(field.message_type))
+            for field in descriptor.fields
+            if field.message_type is not None
+            and _is_repeated_message(field)
+            and field.name != EXTRA_FIELDS
+        }
         self.names = frozenset(self._leaves)
         self.ordered_names = tuple(self._leaves)
         """The names in the proto's field order: checks report the first field that fails."""
@@ -180,10 +256,16 @@ class MessageSchema:
         """
         message = self.message_class()
         leftovers: dict[str, str] = {}
+        indexed: dict[str, dict[int, dict[str, str]]] = {}
         for name, value in fields.items():
             leaf = self._leaves.get(name)
             if leaf is None:
-                leftovers[name] = value
+                match = _INDEXED.fullmatch(name) if self._elements else None
+                if match is not None and match[1] in self._elements:
+                    element = indexed.setdefault(match[1], {}).setdefault(int(match[2]), {})
+                    element[match[3]] = value
+                else:
+                    leftovers[name] = value
                 continue
             target: Any = message
             for step in leaf.path[:-1]:
@@ -194,6 +276,12 @@ class MessageSchema:
                 setattr(target, leaf.path[-1], number)
             else:
                 leftovers[name] = value
+        for repeated, elements in indexed.items():
+            field_name, schema = self._elements[repeated]
+            for index in sorted(elements):
+                item, rest = schema.parse(elements[index])
+                getattr(message, field_name).append(item)
+                leftovers.update({f"{repeated}[{index}].{name}": v for name, v in rest.items()})
         if self.has_extra_fields:
             getattr(message, EXTRA_FIELDS).update(leftovers)
         return message, leftovers
@@ -227,9 +315,11 @@ class Operation:
     response: MessageSchema
     reserved: frozenset[str]  # names a caller may not set through extra_fields
     repeatable: bool  # the proto declares RETRY_SAFETY_REPEATABLE: see adapter/retry.py
+    rules: Rules
+    service: str  # the service's full name, ``mpgs.gateway.v1.PaymentService``
 
     @classmethod
-    def for_method(cls, method: MethodDescriptor) -> Operation:
+    def for_method(cls, method: MethodDescriptor, rules: Rules = SESSION_RULES) -> Operation:
         request = MessageSchema(method.input_type)
         return cls(
             rpc_name=method.name,
@@ -238,7 +328,15 @@ class Operation:
             response=MessageSchema(method.output_type),
             reserved=nvp.ADAPTER_OWNED | {nvp.MERCHANT} | request.names,
             repeatable=retry_safety(method) == retry_safety_pb2.RETRY_SAFETY_REPEATABLE,
+            rules=rules,
+            service=method.containing_service.full_name,
         )
+
+    @property
+    def moves_money(self) -> bool:
+        """Not repeatable, and named by the pair (``order.id``, ``transaction.id``): an operation
+        whose lost answer is found again by retrieving the pair (CONTRACT §9)."""
+        return not self.repeatable and {"order.id", "transaction.id"} <= self.request.names
 
     def parse_request(self, raw: bytes) -> Message:
         """The request message from its wire bytes; ``RequestInvalid`` if they do not parse."""
@@ -250,28 +348,32 @@ class Operation:
     def encode_request(self, message: Message) -> dict[str, str]:
         """The NVP fields for a request (credentials aside), after checking every value.
 
-        Raises ``RequestInvalid`` naming the proto field for a ``REQUIRED`` field left empty, a
-        value its ``VALUE_RULES`` entry refuses, one of a ``TOGETHER`` pair without the other,
-        more than ``MAX_EXTRA_FIELDS`` extra fields (naming
-        ``extra_fields``), and naming ``extra_fields[<key>]`` for a key that is not an NVP name,
-        that the adapter or a modelled field owns, or whose value is over
+        Raises ``RequestInvalid`` naming the proto field for a required field left empty, a
+        value its rule refuses, one of a pair set together without the other, an amount its
+        currency refuses (the operation's ``rules``), more than ``MAX_EXTRA_FIELDS`` extra fields
+        (naming ``extra_fields``), and naming ``extra_fields[<key>]`` for a key that is not an
+        NVP name, that the adapter or a modelled field owns, or whose value is over
         ``MAX_EXTRA_VALUE_LENGTH`` characters.
         """
         fields = {nvp.API_OPERATION: self.api_operation, **self.request.render(message)}
+        rules = self.rules
         for name in self.request.ordered_names:
-            rule = VALUE_RULES.get(name)
+            rule = rules.values.get(name)
             value = fields.get(name)
             if value is None:
-                if name in REQUIRED:
+                if name in rules.required:
                     raise RequestInvalid(
                         self._path(name), f"required: {rule.description if rule else 'set it'}"
                     )
             elif rule is not None and not rule.admits(value):
                 raise RequestInvalid(self._path(name), rule.description)
-        for first, second in TOGETHER:
+        for first, second in rules.together:
             if first in self.request.names and (first in fields) != (second in fields):
                 missing, given = (second, first) if first in fields else (first, second)
                 raise RequestInvalid(self._path(missing), f"required with {self._path(given)}")
+        for amount, currency in rules.priced:
+            if amount in fields and currency in fields:
+                self._check_price(fields[amount], fields[currency], amount, currency)
         if self.request.has_extra_fields:
             extra = getattr(message, EXTRA_FIELDS)
             if len(extra) > MAX_EXTRA_FIELDS:
@@ -284,6 +386,16 @@ class Operation:
 
     def _path(self, name: str) -> str:
         return self.request.proto_path(name) or name
+
+    def _check_price(
+        self, amount: str, currency: str, amount_name: str, currency_name: str
+    ) -> None:
+        if money.minor_unit(currency) is None:
+            raise RequestInvalid(
+                self._path(currency_name), "an ISO 4217 currency code with a minor unit"
+            )
+        if (problem := money.amount_problem(amount, currency)) is not None:
+            raise RequestInvalid(self._path(amount_name), problem)
 
     def decode_response(self, fields: Mapping[str, str]) -> Message:
         """The typed response for a successful NVP answer.
@@ -340,7 +452,11 @@ def check_extra_value(key: str, value: str) -> None:
 
 
 SESSION_SERVICE = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"]
+PAYMENT_SERVICE = payment_service_pb2.DESCRIPTOR.services_by_name["PaymentService"]
+SERVICES = ((SESSION_SERVICE, SESSION_RULES), (PAYMENT_SERVICE, PAYMENT_RULES))
+"""Every service the adapter serves, with the rules its requests are held to."""
 OPERATIONS: Mapping[str, Operation] = MappingProxyType(
-    {m.name: Operation.for_method(m) for m in SESSION_SERVICE.methods}
+    {m.name: Operation.for_method(m, rules) for service, rules in SERVICES for m in service.methods}
 )
+"""Every RPC by name (names are unique across the services)."""
 GATEWAY_ERROR = MessageSchema(gateway_error_pb2.GatewayError.DESCRIPTOR, prefix="error.")

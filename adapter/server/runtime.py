@@ -31,7 +31,6 @@ from adapter.config import (
 from adapter.config.rotation import DEFAULT_INTERVAL_SECONDS, FileWatch, watch_password_files
 from adapter.core.errors import ConfigError
 from adapter.core.redaction import Secret
-from adapter.core.schema import SESSION_SERVICE
 from adapter.net.interceptors import InterceptedHandlers, Interceptor
 from adapter.net.resource import AsyncResource
 from adapter.observability.access import CallObserver
@@ -39,7 +38,7 @@ from adapter.observability.metrics import Metrics, MetricsListener, upstream_lab
 from adapter.observability.tracing import TraceInterceptor, Tracing
 from adapter.server.callers import CallerAuthentication, Callers
 from adapter.server.listeners import bind, listen_error, server_options
-from adapter.server.service import session_service
+from adapter.server.service import API_SERVICE_NAMES, api_services
 from adapter.server.signals import stop_and_reload_signals
 from adapter.server.tls import ServerTls
 from adapter.upstream.calls import UpstreamClient
@@ -50,7 +49,7 @@ __all__ = ["SERVING", "AdapterServer", "http_transport", "serve"]
 log = logging.getLogger("adapter.server")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
-SERVICE_NAMES = (SESSION_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
+SERVICE_NAMES = (*API_SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 
 def http_transport(settings: Settings) -> Transport:
@@ -70,8 +69,9 @@ class CircuitHealth:
     """Reports the gateway's outage on the service's health status, never on the overall one.
 
     A sidecar must not be restarted for its upstream's outage, so ``""`` stays SERVING while
-    ``mpgs.gateway.v1.SessionService`` is NOT_SERVING for as long as the circuit is open and calls
-    fail fast; it reads SERVING again once the cool-down ends and a call may probe the gateway.
+    each API service (``mpgs.gateway.v1.SessionService``, ``...PaymentService``) is NOT_SERVING
+    for as long as the circuit is open and calls fail fast; it reads SERVING again once the
+    cool-down ends and a call may probe the gateway.
     """
 
     def __init__(self, servicer: health.aio.HealthServicer, cooldown: float) -> None:
@@ -91,9 +91,10 @@ class CircuitHealth:
 
     def _report(self, *, opened: bool = False) -> None:
         status = health_pb2.HealthCheckResponse.NOT_SERVING if opened else SERVING
-        task = asyncio.ensure_future(self._servicer.set(SESSION_SERVICE.full_name, status))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        for service in API_SERVICE_NAMES:
+            task = asyncio.ensure_future(self._servicer.set(service, status))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def aclose(self) -> None:
         """Stop the cool-down timer and let the last reports land."""
@@ -178,7 +179,7 @@ class AdapterServer(AsyncResource):
             server = grpc.aio.server(options=server_options(server_settings))
             interceptors: list[Interceptor] = [
                 observer,  # outermost: it starts each call's context
-                TraceInterceptor(tracing, [SESSION_SERVICE.full_name]),
+                TraceInterceptor(tracing, API_SERVICE_NAMES),
                 CallerAuthentication(callers),
             ]
             server.add_generic_rpc_handlers((self._handlers(self._client, interceptors),))
@@ -202,7 +203,7 @@ class AdapterServer(AsyncResource):
             self._watch_files(self._client, callers, tls)
             watching = asyncio.create_task(self.watch.run())
             _close_on(stack, "the file watch", _cancelled, watching)
-            for service in ("", SESSION_SERVICE.full_name):
+            for service in ("", *API_SERVICE_NAMES):
                 await self.health.set(service, SERVING)
             self._server = server
             self._resources = stack.pop_all()
@@ -221,12 +222,11 @@ class AdapterServer(AsyncResource):
     def _handlers(
         self, client: UpstreamClient, interceptors: list[Interceptor]
     ) -> InterceptedHandlers:
-        """The API's services (sessions, health, reflection), each method intercepted once."""
+        """The API's services (sessions, payments, health, reflection), each method intercepted
+        once."""
         handlers = InterceptedHandlers(interceptors)
         max_message_bytes = self.settings.server.max_message_bytes
-        handlers.add_generic_rpc_handlers(
-            (session_service(client, max_message_bytes=max_message_bytes),)
-        )
+        handlers.add_generic_rpc_handlers(api_services(client, max_message_bytes=max_message_bytes))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, handlers)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             reflection.aio.ReflectionServicer(SERVICE_NAMES), handlers

@@ -25,13 +25,13 @@ from adapter.core.errors import (
     UpstreamError,
     UpstreamProtocolError,
 )
-from adapter.core.schema import OPERATIONS, SESSION_SERVICE, Operation
+from adapter.core.schema import OPERATIONS, SERVICES, Operation
 from adapter.core.status import internal_status, rich_status
 from adapter.observability.call import CallRecord, current_call
 from adapter.server.callers import current_caller
 from adapter.upstream.calls import Answer, UpstreamClient
 
-__all__ = ["RpcBoundary", "session_service"]
+__all__ = ["API_SERVICE_NAMES", "RpcBoundary", "api_services"]
 
 log = logging.getLogger("adapter.rpc")
 
@@ -147,17 +147,28 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def session_service(client: UpstreamClient, *, max_message_bytes: int) -> grpc.GenericRpcHandler:
-    """``mpgs.gateway.v1.SessionService``: one handler per RPC in the proto, each a boundary.
+API_SERVICE_NAMES = tuple(service.full_name for service, _ in SERVICES)
+"""The services of the API proper (sessions, payments), as health and reflection name them."""
 
-    The handlers come from the service descriptor, so a new RPC needs no servicer method.
+
+def api_services(
+    client: UpstreamClient, *, max_message_bytes: int
+) -> tuple[grpc.GenericRpcHandler, ...]:
+    """One generic handler per service in the proto, each RPC a boundary.
+
+    The handlers come from the service descriptors, so a new RPC needs no servicer method.
     ``max_message_bytes`` is the server's send limit: a response over it is answered INTERNAL.
     """
-    handlers: dict[str, grpc.RpcMethodHandler[bytes, Message]] = {
-        name: grpc.unary_unary_rpc_method_handler(
-            RpcBoundary(operation, client, max_message_bytes).handle,
-            response_serializer=_serialize,
+    return tuple(
+        grpc.method_handlers_generic_handler(
+            service.full_name,
+            {
+                method.name: grpc.unary_unary_rpc_method_handler(
+                    RpcBoundary(OPERATIONS[method.name], client, max_message_bytes).handle,
+                    response_serializer=_serialize,
+                )
+                for method in service.methods
+            },
         )
-        for name, operation in OPERATIONS.items()
-    }
-    return grpc.method_handlers_generic_handler(SESSION_SERVICE.full_name, handlers)
+        for service, _ in SERVICES
+    )

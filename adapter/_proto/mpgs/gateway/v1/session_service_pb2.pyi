@@ -167,8 +167,8 @@ Global___SessionRevision: _TypeAlias = SessionRevision  # noqa: Y015
 
 @_typing.final
 class Order(_message.Message):
-    """Order is what a session holds of the order to be paid. Amounts are decimal strings, never
-    floating-point numbers.
+    """Order is the order to be paid: what a session holds of it, or what a payment is for. Amounts are
+    decimal strings, never floating-point numbers.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
