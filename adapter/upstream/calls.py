@@ -227,7 +227,7 @@ class UpstreamClient(AsyncResource):
         try:
             answer = await self._attempt(body, deadline, number)
         except UpstreamError as failure:
-            metrics.attempt(operation, reason_of(failure), time.perf_counter() - started)
+            metrics.attempt(operation, reason_of(failure, operation), time.perf_counter() - started)
             raise
         metrics.attempt(operation, "OK", time.perf_counter() - started)
         return answer
