@@ -35,7 +35,7 @@ def _luhn_digit(body: str) -> str:
 
 _CARDS = st.text("0123456789", min_size=11, max_size=18).map(lambda body: body + _luhn_digit(body))
 _SEPARATORS = st.sampled_from(["", " ", "-"])
-_AROUND = st.text(st.characters(blacklist_categories=("Nd",)), max_size=20)
+_AROUND = st.text(st.characters(exclude_categories=["Nd"]), max_size=20)
 
 
 @given(_CARDS, _SEPARATORS, _AROUND, _AROUND)
