@@ -299,7 +299,7 @@ RAW_REQUESTS = {
         {"error.field": "merchant", "error.validationType": "INVALID"},
     ),
     "unknown operation": (
-        nvp_post({**GOOD, "apiOperation": "PAY"}),
+        nvp_post({**GOOD, "apiOperation": "FROBNICATE"}),
         400,
         {"error.field": "apiOperation", "error.validationType": "INVALID"},
     ),
