@@ -37,7 +37,7 @@ from tests.test_embedded import (
 
 PAN = "5123450000000008"
 VISA = "4508750015741019"
-CVV = "100"
+CVV = "947"  # in no other value the tests send or the gateway answers
 MASKED = "512345xxxxxx0008"
 NOW = datetime(2026, 12, 1, 12, 0, 0, 123000, tzinfo=UTC)
 CREDENTIALS = {
@@ -701,6 +701,18 @@ async def test_the_card_is_masked_in_every_answer(face: Face) -> None:
     order = await face.order()
     assert order["transaction[1].sourceOfFunds.provided.card.number"] == "450875xxxxxx1019"
     assert len(face.bodies) >= 6
+
+
+async def test_no_repr_shows_the_card(face: Face) -> None:
+    """The session holding the card, the gateway and a lost answer: no repr shows the number or
+    the security code."""
+    session = await face.card_session()
+    stored = face.gateway.session(session)
+    assert stored is not None
+    assert stored.data["sourceOfFunds.provided.card.number"] == PAN  # kept for the payment
+    for shown in (repr(stored), str(stored), repr(face.gateway)):
+        assert_no_card_secret(shown)
+        assert CVV not in shown
 
 
 def test_cards_rules() -> None:

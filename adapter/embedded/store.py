@@ -117,7 +117,8 @@ class StoredSession:
     expires_at: float
     authentication_limit: int = DEFAULT_AUTHENTICATION_LIMIT
     update_status: str = NO_UPDATE
-    data: Mapping[str, str] = field(default_factory=_no_data, hash=False)
+    # Out of the repr: a session may hold a card's number and security code.
+    data: Mapping[str, str] = field(default_factory=_no_data, hash=False, repr=False)
 
 
 class StoreFull(Exception):
