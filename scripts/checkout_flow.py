@@ -346,7 +346,7 @@ async def pay_flow(
         again, outcome = await _call_told(
             rpc, send(request, metadata=metadata, timeout=PAY_DEADLINE_SECONDS)
         )
-        print(f"   {rpc} again     {_transaction(again)}{_told(outcome)}")
+        print(f"   {rpc + ' again':<16}{_transaction(again)}{_told(outcome)}")
         checks.append(
             Check(
                 outcome == "replayed" and again.transaction == paid.transaction,
@@ -354,7 +354,7 @@ async def pay_flow(
             )
         )
     if args.authorize:
-        captured, _ = await _call_told(
+        captured, outcome = await _call_told(
             "Capture",
             stub.Capture(
                 pay.CaptureRequest(
@@ -369,7 +369,7 @@ async def pay_flow(
                 timeout=PAY_DEADLINE_SECONDS,
             ),
         )
-        print(f"6. Capture         {_transaction(captured)}")
+        print(f"6. Capture         {_transaction(captured)}{_told(outcome)}")
         checks.append(
             Check(
                 captured.result == pb.RESULT_SUCCESS
