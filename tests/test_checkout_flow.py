@@ -1,7 +1,8 @@
 """``scripts/checkout_flow.py`` run as a user runs it: in a process of its own, on a live adapter.
 
-The flow is create → update with an order → retrieve; the script prints what a backend checks and
-exits 0 only when all of it holds, or 1 with the failed call's rich status.
+The flow is create → update with an order → the card → retrieve → pay (or authorize and capture);
+the script prints what a backend checks and records, and exits 0 only when all of it holds, or 1
+with the failed call's rich status or the check that did not hold.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import grpc
 
+from adapter._proto.mpgs.gateway.v1 import payment_service_pb2 as pay
+from adapter._proto.mpgs.gateway.v1 import payment_service_pb2_grpc, session_service_pb2_grpc
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
-from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.app import build_server
 from adapter.config import CallerSettings, token_digest
 from tests.conftest import MERCHANT, make_settings
@@ -133,3 +135,39 @@ async def test_connection_flags_without_a_target_are_a_usage_error() -> None:
     run = await run_script("--token-file", "token")
     assert run.returncode == 2
     assert "need --target" in run.stderr
+
+
+async def test_authorize_then_capture_with_a_lost_answer_found_again() -> None:
+    """--authorize --lose-answer: the gateway authorizes and loses the answer; the adapter finds
+    it (reconciled), the retry with the same ids gets it again (replayed), and the order holds one
+    authorization and one capture, read back from the adapter the script talked to."""
+    async with (
+        build_server(make_settings()) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        run = await run_script(
+            "--target", server.address, "--authorize", "--lose-answer", "--order-id", "order-7"
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        held = await payment_service_pb2_grpc.PaymentServiceStub(channel).RetrieveOrder(
+            pay.RetrieveOrderRequest(merchant=MERCHANT, order=pay.OrderRef(id="order-7")),
+            timeout=5,
+        )
+    assert "(nvp-adapter-outcome: reconciled)" in run.stdout
+    assert "(nvp-adapter-outcome: replayed)" in run.stdout
+    assert [t.transaction.type for t in held.transactions] == [
+        pay.TRANSACTION_TYPE_AUTHORIZATION,
+        pay.TRANSACTION_TYPE_CAPTURE,
+    ]
+    assert (held.total_authorized_amount, held.total_captured_amount) == ("10.50", "10.50")
+    assert "5123450000000008" not in run.stdout + run.stderr
+
+
+async def test_a_declined_card_is_recorded_and_fails_the_flow() -> None:
+    """The test card's 05/39 expiry is a decline: the call is OK (a transaction exists), and the
+    backend's check on the result fails: exit 1, FAIL printed."""
+    run = await run_script("--expiry", "05/39")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "5. Pay             transaction pay-1 PAYMENT 10.50 USD  FAILURE DECLINED" in run.stdout
+    assert "  FAIL result FAILURE" in run.stdout
+    assert "checkout flow: ok" not in run.stdout
