@@ -16,9 +16,12 @@ echo "kubernetes-validate --strict (1.30.0): clean"
 if command -v buf >/dev/null 2>&1; then
   (cd proto && buf lint)
   echo "buf lint: clean"
-  # The released API, built from the v0.1.0 tag: a change that breaks existing stubs fails here.
-  (cd proto && buf breaking --against releases/v0.1.0.binpb)
-  echo "buf breaking (against v0.1.0): clean"
+  # Every released API, one image per release: a change that breaks stubs generated from any
+  # release fails here.
+  for image in proto/releases/*.binpb; do
+    (cd proto && buf breaking --against "releases/$(basename "$image")")
+    echo "buf breaking (against $(basename "$image" .binpb)): clean"
+  done
 else
   echo "buf not found: buf lint skipped (CI installs it)"
 fi

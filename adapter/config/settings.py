@@ -287,6 +287,9 @@ class UpstreamSettings:
     """How long an open circuit fails calls fast before one probe call may try the gateway."""
     retry_after_max_seconds: float = _within(0, 3600, 30.0)
     """The longest ``Retry-After`` the adapter waits for; longer advice is answered at once."""
+    reconcile_reserve_seconds: float = _within(0, 60, 5.0)
+    """The part of a caller's deadline a payment keeps back to find out, after its answer was
+    lost, what the gateway did (at most half the time left); 0 keeps nothing back."""
     idle_timeout_seconds: float = _within(0.5, 300, 4.0)
     """A pooled connection idle this long is not reused but closed: below the 5 s keep-alive
     of the usual load balancer, so the adapter never writes on one the gateway is closing."""

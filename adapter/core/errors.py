@@ -12,6 +12,9 @@
         ├── AdapterOverloaded           no free slot for an upstream call in time: never sent
         ├── CircuitOpen                 the gateway keeps failing; failing fast: never sent
         ├── GatewayRejected             the gateway answered ``result=ERROR``
+        ├── TransactionIdReused         the pair names a transaction other than the one asked for
+        ├── TransactionNotRecorded      a payment's answer was lost and the gateway holds no such
+        │                               transaction: not done, to be sent again with the same pair
         ├── UpstreamProtocolError       not HTTP the client accepts (a bound passed), not valid
         │                               NVP, no ``result``, or over the size cap
         ├── UpstreamHttpStatus          HTTP 429/502/503/504 with no NVP error body
@@ -48,6 +51,8 @@ __all__ = [
     "MerchantNotAllowed",
     "RequestInvalid",
     "ServerOverloaded",
+    "TransactionIdReused",
+    "TransactionNotRecorded",
     "UpstreamCertificateInvalid",
     "UpstreamConnectTimeout",
     "UpstreamConnectionLost",
@@ -185,6 +190,37 @@ class GatewayRejected(UpstreamError):
     def __str__(self) -> str:
         where = f" on {self.field}" if self.field else ""
         return f"gateway error {self.cause or '(no cause)'}{where} (HTTP {self.http_status})"
+
+
+@dataclass(eq=False)
+class TransactionIdReused(UpstreamError):
+    """The pair (``order.id``, ``transaction.id``) already names a transaction of another type,
+    amount or currency than the request's: the gateway's, verbatim (clipped in the status)."""
+
+    existing_type: str
+    existing_amount: str
+    existing_currency: str
+
+    def __str__(self) -> str:
+        return (
+            "the transaction id is already used on this order by another transaction "
+            f"({self.existing_type or '?'} of {self.existing_amount or '?'} "
+            f"{self.existing_currency or '?'}): use a new transaction id"
+        )
+
+
+@dataclass(eq=False)
+class TransactionNotRecorded(UpstreamError):
+    """A money-moving request's answer was lost, and the gateway then said it holds no
+    transaction for the pair: nothing was done, and sending it again with the same pair is safe."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"no answer from the gateway ({self.reason}), and it holds no such transaction: "
+            "retry with the same order and transaction ids"
+        )
 
 
 @dataclass(eq=False)

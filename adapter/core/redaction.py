@@ -9,8 +9,16 @@ a secret can never corrupt a value nor tell a caller whether a guess was right:
    text, not the next ``&`` or space: a raw password may itself hold either.
 2. A field named ``apiPassword`` (in any case), or whose last dotted segment is, has its whole
    value replaced by ``[REDACTED]``.
-3. In an error answer whose ``error.field`` is so named, the whole ``error.explanation`` becomes
-   ``[REDACTED]``: an explanation about the password may quote it.
+3. In an error answer whose ``error.field`` is so named, or names a card's number or security
+   code, the whole ``error.explanation`` becomes ``[REDACTED]``: an explanation about the
+   password or the card may quote it.
+4. Card data is a secret like a password (PCI DSS). In an error answer and in every status
+   message, a card number (12 to 19 digits, single spaces or dashes between them allowed, that
+   pass the Luhn check) is masked as the gateway masks it, its first 6 and last 4 digits kept
+   (``512345xxxxxx0008``). In any answer, a field whose last segment is ``securityCode`` shows
+   ``xxx``, and one that ends in ``card.number`` is masked the same way whatever it holds. The
+   other values of a successful answer are not searched for card numbers: an identifier of 13
+   digits that happens to pass the Luhn check is data, not a card.
 
 The gateway's free text is every value of an error answer (``result=ERROR``), and the name and
 value of every field of a successful answer that the typed response does not model: what lands
@@ -21,6 +29,8 @@ echoed ``correlationId``, ...) is never altered, nor is anything the caller sent
 'Value apiPassword=[REDACTED]'
 >>> scrub_field("request.apiPassword", "p&ss")
 '[REDACTED]'
+>>> scrub_free_text("Value '5123 4500 0000 0008' is invalid.")
+"Value '512345xxxxxx0008' is invalid."
 
 ``Redactor`` is the other way, for log lines only: it replaces every configured password, in each
 of its spellings, wherever it occurs. It compares text with the passwords, so what it does must
@@ -45,6 +55,7 @@ __all__ = [
     "REDACTED",
     "Redactor",
     "Secret",
+    "mask_card_number",
     "names_password",
     "scrub_error_answer",
     "scrub_field",
@@ -56,10 +67,52 @@ REDACTED = "[REDACTED]"
 _PASSWORD_THEN_SEPARATOR = re.compile(re.escape(nvp.API_PASSWORD) + "(?:=|%3D)", re.IGNORECASE)
 
 
+# Digits with at most one space or dash between two of them: a card number as people write it.
+# Bounded: a run of digits longer than 19 is not a card number, and is left as it is.
+_CARD_NUMBER_LIKE = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){11,18}(?![0-9])")
+_SHOWN_HEAD, _SHOWN_TAIL = 6, 4
+
+
 def scrub_free_text(text: str) -> str:
-    """Rule 1: everything after the first ``apiPassword=`` or ``apiPassword%3D`` is redacted."""
+    """Rules 1 and 4 for an error's text: everything after the first ``apiPassword=`` or
+    ``apiPassword%3D`` is redacted, and every card number is masked."""
+    return _CARD_NUMBER_LIKE.sub(_mask_if_card, _scrub_password(text))
+
+
+def _scrub_password(text: str) -> str:
     found = _PASSWORD_THEN_SEPARATOR.search(text)
     return text if found is None else text[: found.end()] + REDACTED
+
+
+def mask_card_number(digits: str) -> str:
+    """A card number as the gateway shows it: its first 6 and last 4 digits, x's between; a
+    text too short to keep those shows x's only."""
+    hidden = len(digits) - _SHOWN_HEAD - _SHOWN_TAIL
+    if hidden < 1:
+        return "x" * len(digits)
+    return digits[:_SHOWN_HEAD] + "x" * hidden + digits[-_SHOWN_TAIL:]
+
+
+def _mask_if_card(found: re.Match[str]) -> str:
+    digits = found[0].replace(" ", "").replace("-", "")
+    return mask_card_number(digits) if _passes_luhn(digits) else found[0]
+
+
+def _passes_luhn(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _names_card_secret(name: str) -> bool:
+    """Whether a field name is a card's number or security code (``...card.number``,
+    ``...securityCode``), in any case."""
+    lowered = name.lower()
+    return lowered.endswith(("card.number", ".securitycode")) or lowered == "securitycode"
 
 
 def names_password(name: str) -> bool:
@@ -68,19 +121,36 @@ def names_password(name: str) -> bool:
 
 
 def scrub_field(name: str, value: str) -> str:
-    """Rules 1 and 2 for one field of the gateway's answer."""
-    return REDACTED if names_password(name) else scrub_free_text(value)
+    """Rules 1, 2 and 4 for one field of a successful answer."""
+    return _scrub_named(name, value) or _scrub_password(value)
+
+
+def _scrub_named(name: str, value: str) -> str | None:
+    """The value a secret field shows by its name alone; None for a field that is no secret."""
+    if names_password(name):
+        return REDACTED
+    lowered = name.lower()
+    if lowered.endswith("securitycode"):
+        return "xxx"
+    if lowered.endswith("card.number"):
+        return mask_card_number(value)
+    return None
 
 
 def scrub_unmodelled(fields: Mapping[str, str]) -> dict[str, str]:
     """The fields of a successful answer that the response does not model, names included."""
-    return {scrub_free_text(name): scrub_field(name, value) for name, value in fields.items()}
+    return {_scrub_password(name): scrub_field(name, value) for name, value in fields.items()}
 
 
 def scrub_error_answer(fields: Mapping[str, str]) -> dict[str, str]:
-    """Every value of an error answer, under rules 1 to 3; the names stay as they are."""
-    scrubbed = {name: scrub_field(name, value) for name, value in fields.items()}
-    if nvp.ERROR_EXPLANATION in scrubbed and names_password(fields.get(nvp.ERROR_FIELD, "")):
+    """Every value of an error answer, under rules 1 to 4; the names stay as they are."""
+    scrubbed = {
+        name: _scrub_named(name, value) or scrub_free_text(value) for name, value in fields.items()
+    }
+    culprit = fields.get(nvp.ERROR_FIELD, "")
+    if nvp.ERROR_EXPLANATION in scrubbed and (
+        names_password(culprit) or _names_card_secret(culprit)
+    ):
         scrubbed[nvp.ERROR_EXPLANATION] = REDACTED
     return scrubbed
 

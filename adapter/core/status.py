@@ -37,6 +37,8 @@ from adapter.core.errors import (
     MerchantNotAllowed,
     RequestInvalid,
     ServerOverloaded,
+    TransactionIdReused,
+    TransactionNotRecorded,
     UpstreamCertificateInvalid,
     UpstreamDeadlineBeforeSend,
     UpstreamError,
@@ -86,11 +88,46 @@ UNKNOWN_CAUSE = "UNKNOWN_CAUSE"
 _REASON_FORMAT = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")
 _MAX_REASON_LENGTH = 63
 _AUTH_STATUSES = frozenset({401, 403})
-_SESSION_ROWS: dict[str, tuple[int, str]] = {
-    "session.id": (code_pb2.NOT_FOUND, "SESSION_NOT_FOUND"),
-    "session.version": (code_pb2.ABORTED, "SESSION_VERSION_MISMATCH"),
-}
-"""An INVALID_REQUEST naming one of these fields (CONTRACT §8): not retried, the caller decides."""
+_RETRIEVES = frozenset({"RETRIEVE_TRANSACTION", "RETRIEVE_ORDER"})
+_FIELD_ROWS: tuple[tuple[str, frozenset[str] | None, int, str], ...] = (
+    ("session.id", None, code_pb2.NOT_FOUND, "SESSION_NOT_FOUND"),
+    ("session.version", None, code_pb2.ABORTED, "SESSION_VERSION_MISMATCH"),
+    (
+        "order.id",
+        frozenset({"CAPTURE", "REFUND", "VOID"}) | _RETRIEVES,
+        code_pb2.NOT_FOUND,
+        "ORDER_NOT_FOUND",
+    ),
+    (
+        "transaction.targetTransactionId",
+        frozenset({"VOID"}),
+        code_pb2.NOT_FOUND,
+        "TRANSACTION_NOT_FOUND",
+    ),
+    (
+        "transaction.id",
+        frozenset({"RETRIEVE_TRANSACTION"}),
+        code_pb2.NOT_FOUND,
+        "TRANSACTION_NOT_FOUND",
+    ),
+    (
+        "transaction.amount",
+        frozenset({"CAPTURE", "REFUND"}),
+        code_pb2.FAILED_PRECONDITION,
+        "AMOUNT_EXCEEDS_BALANCE",
+    ),
+    (
+        "sourceOfFunds.",
+        frozenset({"PAY", "AUTHORIZE"}),
+        code_pb2.FAILED_PRECONDITION,
+        "SESSION_INCOMPLETE",
+    ),
+)
+"""An INVALID_REQUEST naming this field (a name ending in ``.``: any field under it), for these
+operations (None: any), and what it means (CONTRACT §8, §9). The adapter checked each id's form
+before sending it, so the refusal is about what the gateway holds: an unknown session, order or
+transaction, a session changed since the caller read it or holding no card, more than is left to
+capture or refund. Not retried: the caller decides."""
 
 # The gateway's error.cause -> (gRPC code, ErrorInfo.reason). INVALID_REQUEST is decided by field.
 _GATEWAY_CAUSES: dict[str, tuple[int, str]] = {
@@ -131,12 +168,13 @@ class RichStatus:
         return rpc_status.to_status(self.proto)  # type: ignore[no-any-return]
 
 
-def rich_status(exc: BaseException, field_path: FieldPath = str) -> RichStatus:
+def rich_status(exc: BaseException, field_path: FieldPath = str, operation: str = "") -> RichStatus:
     """The rich status for an error; anything not an ``AdapterError`` is INTERNAL.
 
-    ``field_path`` maps a gateway NVP field name to where the caller set it in the request.
+    ``field_path`` maps a gateway NVP field name to where the caller set it in the request;
+    ``operation`` is the ``apiOperation`` the call made, which some field errors depend on.
     """
-    status = _classify(exc, field_path)
+    status = _classify(exc, field_path, operation)
     if isinstance(exc, UpstreamError):
         status.metadata["attempts"] = str(exc.attempts)
         # A message about the gateway may quote its bytes (the client's parse errors do): free text.
@@ -146,10 +184,10 @@ def rich_status(exc: BaseException, field_path: FieldPath = str) -> RichStatus:
     return RichStatus(_fit(status), status.reason)
 
 
-def reason_of(exc: BaseException) -> str:
+def reason_of(exc: BaseException, operation: str = "") -> str:
     """The ErrorInfo reason ``exc`` is answered with, as a metric label: no status is built, and
     a cause the gateway made up is ``UNKNOWN_CAUSE``, so that no peer can add a series."""
-    status = _classify(exc, str)
+    status = _classify(exc, str, operation)
     return UNKNOWN_CAUSE if status.from_peer else status.reason
 
 
@@ -233,7 +271,7 @@ def _wire_bytes(proto: status_pb2.Status) -> int:
     return escaped + int(proto.ByteSize())
 
 
-def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PLR0911, PLR0912 (a table)
+def _classify(exc: BaseException, field_path: FieldPath, operation: str) -> _Status:  # noqa: PLR0911, PLR0912 (a table)
     match exc:
         case RequestInvalid():
             return _Status(
@@ -248,7 +286,22 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
             caller = {} if exc.caller is None else {"caller": exc.caller}
             return _Status(code_pb2.PERMISSION_DENIED, "MERCHANT_NOT_ALLOWED", str(exc), caller)
         case GatewayRejected():
-            return _gateway_status(exc, field_path)
+            return _gateway_status(exc, field_path, operation)
+        case TransactionIdReused():
+            existing = {
+                "existingType": exc.existing_type,
+                "existingAmount": exc.existing_amount,
+                "existingCurrency": exc.existing_currency,
+            }
+            return _Status(code_pb2.ALREADY_EXISTS, "TRANSACTION_ID_REUSED", str(exc), existing)
+        case TransactionNotRecorded():
+            return _Status(
+                code_pb2.UNAVAILABLE,
+                "UPSTREAM_UNAVAILABLE",
+                str(exc),
+                {"outcome": "NOT_FOUND"},
+                retry_after=DEFAULT_RETRY_DELAY_SECONDS,
+            )
         case ServerOverloaded():
             return _Status(code_pb2.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED", str(exc))
         case AdapterOverloaded():
@@ -306,7 +359,15 @@ def _classify(exc: BaseException, field_path: FieldPath) -> _Status:  # noqa: PL
             return _Status(code_pb2.INTERNAL, "INTERNAL", _INTERNAL)
 
 
-def _gateway_status(exc: GatewayRejected, field_path: FieldPath) -> _Status:
+def _field_row(culprit: str, operation: str) -> tuple[int, str] | None:
+    for name, operations, code, reason in _FIELD_ROWS:
+        named = culprit.startswith(name) if name.endswith(".") else culprit == name
+        if named and (operations is None or operation in operations):
+            return code, reason
+    return None
+
+
+def _gateway_status(exc: GatewayRejected, field_path: FieldPath, operation: str) -> _Status:
     # exc.fields are already scrubbed of an echoed password (upstream.interpret); here they
     # are only bounded, each to the length the gateway documents for it.
     fields = {
@@ -331,11 +392,8 @@ def _gateway_status(exc: GatewayRejected, field_path: FieldPath) -> _Status:
         message = "the gateway refused the adapter's credentials"
     elif cause == "INVALID_REQUEST" and culprit in nvp.ADAPTER_OWNED:
         code, reason = code_pb2.INTERNAL, "INVALID_REQUEST"
-    elif cause == "INVALID_REQUEST" and culprit in _SESSION_ROWS:
-        # The adapter checked the id's and the version's form before sending them, so the
-        # gateway's refusal is about the session itself: unknown (or expired, or another
-        # merchant's), or changed since the caller read it.
-        code, reason = _SESSION_ROWS[culprit]
+    elif cause == "INVALID_REQUEST" and (row := _field_row(culprit, operation)) is not None:
+        code, reason = row
     elif cause == "INVALID_REQUEST":
         code, reason = code_pb2.INVALID_ARGUMENT, "INVALID_REQUEST"
         if culprit:

@@ -50,6 +50,9 @@ class CallRecord:
     """A failure's status message, with every configured password scrubbed."""
     attempts: int | None = None
     http_status: int | None = None
+    outcome: str | None = None
+    """``reconciled`` or ``replayed``: a payment's answer found again after a lost answer, or
+    a retry answered with the transaction its ids already name (CONTRACT §9)."""
     trace_id: str | None = None
     started: float = field(default_factory=time.perf_counter)
 
@@ -63,6 +66,7 @@ class CallRecord:
             "reason": self.reason,
             "attempts": self.attempts,
             "http_status": self.http_status,
+            "outcome": self.outcome,
             "duration_ms": round(duration_ms, 2),
             "correlation_id": _clipped(self.correlation_id),
             "trace_id": self.trace_id,

@@ -81,6 +81,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._reconciliations = Counter(
+            "nvp_adapter_reconciliations_total",
+            "Payments whose outcome was looked up after a lost answer or a refused repeat: "
+            "FOUND, NOT_FOUND, UNKNOWN, REPLAYED, REUSED.",
+            ("operation", "outcome"),
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "nvp_adapter_upstream_in_flight",
             "Upstream attempts under way.",
@@ -110,6 +117,10 @@ class Metrics:
         """One upstream attempt ended: ``outcome`` is ``OK`` or its ErrorInfo reason."""
         self._series(self._attempts, operation, outcome).inc()
         self._series(self._attempt_seconds, operation).observe(seconds)
+
+    def reconciliation(self, operation: str, outcome: str) -> None:
+        """A payment's transaction was looked up: ``outcome`` says what was found."""
+        self._series(self._reconciliations, operation, outcome).inc()
 
     def _series(self, metric: Any, *labels: str) -> Any:
         """The child of ``metric`` for ``labels``, looked up once: ``labels()`` takes a lock and

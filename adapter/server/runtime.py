@@ -42,6 +42,7 @@ from adapter.server.service import API_SERVICE_NAMES, api_services
 from adapter.server.signals import stop_and_reload_signals
 from adapter.server.tls import ServerTls
 from adapter.upstream.calls import UpstreamClient
+from adapter.upstream.exactly_once import PaymentCalls
 from adapter.upstream.transport import Transport, gateway_transport
 
 __all__ = ["SERVING", "AdapterServer", "http_transport", "serve"]
@@ -226,7 +227,12 @@ class AdapterServer(AsyncResource):
         once."""
         handlers = InterceptedHandlers(interceptors)
         max_message_bytes = self.settings.server.max_message_bytes
-        handlers.add_generic_rpc_handlers(api_services(client, max_message_bytes=max_message_bytes))
+        payments = PaymentCalls(
+            client, self.settings.upstream.reconcile_reserve_seconds, self.metrics
+        )
+        handlers.add_generic_rpc_handlers(
+            api_services(client, payments, max_message_bytes=max_message_bytes)
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, handlers)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             reflection.aio.ReflectionServicer(SERVICE_NAMES), handlers

@@ -30,11 +30,14 @@ from adapter.core.status import internal_status, rich_status
 from adapter.observability.call import CallRecord, current_call
 from adapter.server.callers import current_caller
 from adapter.upstream.calls import Answer, UpstreamClient
+from adapter.upstream.exactly_once import PaymentCalls
 
-__all__ = ["API_SERVICE_NAMES", "RpcBoundary", "api_services"]
+__all__ = ["API_SERVICE_NAMES", "OUTCOME_TRAILER", "RpcBoundary", "api_services"]
 
 log = logging.getLogger("adapter.rpc")
 
+OUTCOME_TRAILER = "nvp-adapter-outcome"
+"""The trailer of a payment answered from a lookup: ``reconciled`` or ``replayed`` (CONTRACT §9)."""
 DEADLINE_MARGIN_SECONDS = 0.05
 """Kept back from the caller's deadline so the adapter's own answer reaches the caller first."""
 _LAST_RESORT = internal_status().to_grpc()
@@ -52,10 +55,15 @@ class RpcBoundary:
     """
 
     def __init__(
-        self, operation: Operation, client: UpstreamClient, max_message_bytes: int
+        self,
+        operation: Operation,
+        client: UpstreamClient,
+        payments: PaymentCalls,
+        max_message_bytes: int,
     ) -> None:
         self.operation = operation
         self._client = client
+        self._payments = payments
         self._max_message_bytes = max_message_bytes
 
     async def handle(
@@ -69,7 +77,7 @@ class RpcBoundary:
                 request = self.operation.parse_request(raw)
                 if record is not None:
                     _describe_request(record, request)
-                response, answer = await self._respond(request, context)
+                response, answer, outcome = await self._respond(request, context)
             except AdapterError as exc:
                 failure: Exception = exc
             except Exception as exc:  # noqa: BLE001 (the boundary: nothing escapes as a bare UNKNOWN)
@@ -78,8 +86,13 @@ class RpcBoundary:
             else:
                 if record is not None:
                     record.attempts, record.http_status = answer.attempts, answer.http_status
+                    record.outcome = outcome
                 return response
-            status = rich_status(failure, partial(self.operation.field_path, request=request))
+            status = rich_status(
+                failure,
+                partial(self.operation.field_path, request=request),
+                self.operation.api_operation,
+            )
             answer_status = status.to_grpc()
             if record is not None:
                 _describe_failure(record, failure, status.reason)
@@ -92,14 +105,19 @@ class RpcBoundary:
 
     async def _respond(
         self, request: Message, context: grpc.aio.ServicerContext[bytes, Message]
-    ) -> tuple[Message, Answer]:
-        """The response to a parsed request, and the answer it came from; raises the adapter's
-        errors."""
+    ) -> tuple[Message, Answer, str | None]:
+        """The response to a parsed request, the answer it came from, and how a payment's answer
+        was come by (``OUTCOME_TRAILER``, also set here); raises the adapter's errors."""
         fields = self.operation.encode_request(request)
         _authorize(fields[nvp.MERCHANT])
-        answer = await self._client.call(
-            fields, _time_left(context), repeatable=self.operation.repeatable
-        )
+        outcome = None
+        if self.operation.moves_money:
+            settled = await self._payments.call(fields, _time_left(context))
+            answer, outcome = settled.answer, settled.outcome
+        else:
+            answer = await self._client.call(
+                fields, _time_left(context), repeatable=self.operation.repeatable
+            )
         response = self.operation.decode_response(answer.fields)
         size = response.ByteSize()
         if size > self._max_message_bytes:  # grpc would refuse to send it, with a bare status
@@ -108,7 +126,9 @@ class RpcBoundary:
                 f"{self._max_message_bytes}-byte limit",
                 attempts=answer.attempts,
             )
-        return response, answer
+        if outcome is not None:
+            context.set_trailing_metadata(((OUTCOME_TRAILER, outcome),))
+        return response, answer, outcome
 
     def _log_unexpected(self, what: str, exc: BaseException) -> None:
         # Not log.exception: the traceback is redacted first, as a frame may hold a password.
@@ -152,19 +172,22 @@ API_SERVICE_NAMES = tuple(service.full_name for service, _ in SERVICES)
 
 
 def api_services(
-    client: UpstreamClient, *, max_message_bytes: int
+    client: UpstreamClient, payments: PaymentCalls, *, max_message_bytes: int
 ) -> tuple[grpc.GenericRpcHandler, ...]:
     """One generic handler per service in the proto, each RPC a boundary.
 
-    The handlers come from the service descriptors, so a new RPC needs no servicer method.
-    ``max_message_bytes`` is the server's send limit: a response over it is answered INTERNAL.
+    The handlers come from the service descriptors, so a new RPC needs no servicer method; an
+    operation that moves money goes through ``payments``. ``max_message_bytes`` is the server's
+    send limit: a response over it is answered INTERNAL.
     """
     return tuple(
         grpc.method_handlers_generic_handler(
             service.full_name,
             {
                 method.name: grpc.unary_unary_rpc_method_handler(
-                    RpcBoundary(OPERATIONS[method.name], client, max_message_bytes).handle,
+                    RpcBoundary(
+                        OPERATIONS[method.name], client, payments, max_message_bytes
+                    ).handle,
                     response_serializer=_serialize,
                 )
                 for method in service.methods

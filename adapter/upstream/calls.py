@@ -34,7 +34,7 @@ from adapter.core.errors import (
     UpstreamTurnedAway,
     UpstreamUnavailable,
 )
-from adapter.core.redaction import Redactor, Secret, scrub_error_answer
+from adapter.core.redaction import Redactor, Secret, scrub_error_answer, scrub_free_text
 from adapter.core.status import reason_of
 from adapter.net.resource import AsyncResource
 from adapter.observability import tracing
@@ -212,7 +212,12 @@ class UpstreamClient(AsyncResource):
                 delay = self._retry.delay(failure, attempt, repeatable)
                 if delay is None or (deadline is not None and loop.time() + delay >= deadline):
                     raise
-                log.debug("attempt %d failed (%s); retrying in %.3fs", attempt, failure, delay)
+                log.debug(
+                    "attempt %d failed (%s); retrying in %.3fs",
+                    attempt,
+                    scrub_free_text(str(failure)),
+                    delay,
+                )
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -227,7 +232,7 @@ class UpstreamClient(AsyncResource):
         try:
             answer = await self._attempt(body, deadline, number)
         except UpstreamError as failure:
-            metrics.attempt(operation, reason_of(failure), time.perf_counter() - started)
+            metrics.attempt(operation, reason_of(failure, operation), time.perf_counter() - started)
             raise
         metrics.attempt(operation, "OK", time.perf_counter() - started)
         return answer
