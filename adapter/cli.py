@@ -339,17 +339,10 @@ def _on_ready(server: AdapterServer) -> None:
 def _warn_if_embedded(settings: Settings) -> None:
     if not settings.upstream.is_embedded:
         return
-    workers = settings.server.workers
-    apart = (
-        f"; each of the {workers} workers has its own, and a session made through one is "
-        "unknown to the others"
-        if workers > 1
-        else ""
-    )
+    # One worker only: the settings refuse server.workers > 1 with the embedded gateway.
     log.warning(
         "serving from the embedded gateway, an in-process stand-in with its own accounts: "
-        "no call reaches a real payment gateway (set upstream.url to use one)%s",
-        apart,
+        "no call reaches a real payment gateway (set upstream.url to use one)"
     )
 
 

@@ -34,8 +34,9 @@ moment), with the smallest and the largest of them: the spread across rounds.
 end, so the counters were kept), with ``--log-level info --log-format json`` (an access line per
 call, to a file), and with both; the ratios are to the same adapter with neither on.
 
-``--workers 1,2`` runs ``nvp-adapter serve --workers N`` on the embedded gateway for each N (1 to
-8), in rounds rotated as above, with the load spread over WORKER_CHANNELS channels of their own
+``--workers 1,2`` runs ``nvp-adapter serve --workers N`` on ``nvp-adapter gateway`` over HTTP
+(workers refuse the embedded upstream: each would have its own) for each N (1 to 8), in rounds
+rotated as above, with the load spread over WORKER_CHANNELS channels of their own
 connection each (``grpc.use_local_subchannel_pool``), the calls in flight spread over them: the
 kernel spreads connections, not calls, over SO_REUSEPORT workers, so one channel would reach one
 worker. Every N gets the same load, 1 included. CPU per call and RSS are summed over the
@@ -552,8 +553,7 @@ async def run_setup(
 def setups_for(args: argparse.Namespace) -> list[Setup]:
     if args.workers:
         return [
-            Setup("embedded", access=not args.no_access_log, workers=count)
-            for count in args.workers
+            Setup("http", access=not args.no_access_log, workers=count) for count in args.workers
         ]
     if not args.observability:
         # bare writes no access line of any kind: it is the baseline, not the adapter.
@@ -712,7 +712,7 @@ async def bench(args: argparse.Namespace) -> int:
     print(configuration(args))
     if args.workers:
         print(
-            f"serve --workers N on the embedded gateway; the calls in flight spread over "
+            f"serve --workers N on nvp-adapter gateway over HTTP; the calls in flight spread over "
             f"{WORKER_CHANNELS} connections for every N; CPU and RSS summed over the supervisor "
             "and its workers, (CPU a/b) the workers' shares"
         )
@@ -928,7 +928,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--workers",
         type=_workers,
         metavar="N,N",
-        help=f"serve --workers N on the embedded gateway, e.g. 1,2 (1 to {MAX_BENCH_WORKERS})",
+        help=f"serve --workers N on a gateway over HTTP, e.g. 1,2 (1 to {MAX_BENCH_WORKERS})",
     )
     parser.add_argument(
         "--no-access-log",
@@ -951,12 +951,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.concurrency is None:
         args.concurrency = [32] if args.workers else [1, 32]
-    if args.workers and args.servers not in (None, ["embedded"]):
-        parser.error("--workers runs the adapter on the embedded gateway: --servers embedded")
+    if args.workers and args.servers not in (None, ["http"]):
+        parser.error("--workers runs the adapter on a gateway over HTTP: --servers http")
     if args.servers is None:
         args.servers = (
             ["embedded"]
-            if args.observability or args.workers
+            if args.observability
+            else ["http"]
+            if args.workers
             else ["embedded", "http"]
             if args.memory
             else list(SERVERS)

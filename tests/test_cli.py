@@ -299,7 +299,7 @@ RAW_REQUESTS = {
         {"error.field": "merchant", "error.validationType": "INVALID"},
     ),
     "unknown operation": (
-        nvp_post({**GOOD, "apiOperation": "PAY"}),
+        nvp_post({**GOOD, "apiOperation": "FROBNICATE"}),
         400,
         {"error.field": "apiOperation", "error.validationType": "INVALID"},
     ),
@@ -434,8 +434,8 @@ async def test_gateway_refuses_plain_http_off_loopback(
 
 IN_USE = {
     "serve": (["serve", "--listen", "{address}"], {}, "server.listen"),
-    "serve, workers": (
-        ["serve", "--listen", "{address}", "--workers", "2"],
+    "serve, workers": (  # never called: workers refuse the embedded gateway, not an http one
+        ["serve", "--listen", "{address}", "--workers", "2", "--upstream", "http://127.0.0.1:9"],
         {},
         "server.listen",
     ),
@@ -481,7 +481,10 @@ UNRESOLVED = {
         "server.listen",
     ),
     "serve, workers": (
-        ["serve", "--listen", "{host}:{port}", "--upstream", "embedded", "--workers", "2"],
+        [
+            *("serve", "--listen", "{host}:{port}", "--workers", "2"),
+            *("--upstream", "http://127.0.0.1:9"),
+        ],
         {},
         "server.listen",
     ),

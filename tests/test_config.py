@@ -237,7 +237,17 @@ KEYS = {
         "[server]\nworkers = 2\n[metrics]\nlisten = '127.0.0.1:9464'\n",
         "metrics.listen",
     ),
+    "workers on the embedded gateway": ("[server]\nworkers = 2\n", "server.workers"),
 }
+
+
+def test_workers_take_a_gateway_over_http_and_the_gateway_ignores_them(tmp_path: Path) -> None:
+    """Only the embedded upstream refuses server.workers > 1: with a gateway's URL the workers
+    share it; ``nvp-adapter gateway`` reading the same file is not concerned."""
+    path = write(tmp_path, "[server]\nworkers = 2\n[upstream]\nurl = 'http://127.0.0.1:9'\n")
+    assert load_settings(path).server.workers == 2
+    embedded = write(tmp_path, "[server]\nworkers = 2\n")
+    assert load_settings(embedded, for_gateway=True).server.workers == 2
 
 
 @pytest.mark.parametrize(("text", "key"), KEYS.values(), ids=KEYS.keys())

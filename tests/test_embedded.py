@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapter.core import nvp
-from adapter.embedded import EmbeddedGateway, StoredSession, start_http_gateway
+from adapter.embedded import AnswerLost, EmbeddedGateway, StoredSession, start_http_gateway
 from adapter.upstream.client import Reply
 
 MERCHANT = "TESTMERCHANT"
@@ -59,11 +59,17 @@ def with_fields(drop: tuple[str, ...] = (), **changes: str) -> dict[str, str]:
     return fields
 
 
+def answered(answer: Reply | AnswerLost) -> Reply:
+    """The gateway's answer, which must not be a lost one."""
+    assert isinstance(answer, Reply), answer
+    return answer
+
+
 def post(
     gateway: EmbeddedGateway, fields: Mapping[str, str], version: str = VERSION
 ) -> tuple[int, dict[str, str]]:
     """One request through the in-process face; the status and the decoded body."""
-    reply = gateway.handle(version, nvp.encode(fields))
+    reply = answered(gateway.handle(version, nvp.encode(fields)))
     return reply.status, nvp.decode(reply.body)
 
 
@@ -122,7 +128,7 @@ def test_success_fields_and_formats(gateway: EmbeddedGateway, clock: FakeClock) 
 
 def test_success_body_lists_fields_in_name_order(gateway: EmbeddedGateway) -> None:
     """The body reads like the real one: names in order, so the bytes match field for field."""
-    reply = gateway.handle(VERSION, nvp.encode(with_fields(correlationId="c")))
+    reply = answered(gateway.handle(VERSION, nvp.encode(with_fields(correlationId="c"))))
     names = [pair.split(b"=")[0] for pair in reply.body.split(b"&")]
     assert names == sorted(names)
     assert reply.body.startswith(b"correlationId=c&merchant=TESTMERCHANT&result=SUCCESS&")
@@ -244,12 +250,11 @@ VALIDATION_ERRORS = {
         field_error("apiOperation", "INVALID", "Value 'FROBNICATE' is invalid."),
     ),
     "real but refused apiOperation": (
-        with_fields(apiOperation="RETRIEVE_ORDER"),
+        with_fields(apiOperation="VERIFY"),
         field_error(
             "apiOperation",
             "INVALID",
-            "Value 'RETRIEVE_ORDER' is invalid. Retrieve order request not permitted for this "
-            "merchant.",
+            "Value 'VERIFY' is invalid. Verify request not permitted for this merchant.",
         ),
     ),
     "missing merchant": (
@@ -312,9 +317,10 @@ def test_validation_errors(
     ("fields", "body"),
     [
         (
-            with_fields(apiOperation="PAY"),
-            b"error.cause=INVALID_REQUEST&error.explanation=Value+%27PAY%27+is+invalid.+Pay+"
-            b"request+not+permitted+for+this+merchant.&error.field=apiOperation"
+            # The real body refuses PAY; this gateway takes PAY, and refuses DISBURSEMENT so.
+            with_fields(apiOperation="DISBURSEMENT"),
+            b"error.cause=INVALID_REQUEST&error.explanation=Value+%27DISBURSEMENT%27+is+invalid."
+            b"+Disbursement+request+not+permitted+for+this+merchant.&error.field=apiOperation"
             b"&error.validationType=INVALID&result=ERROR",
         ),
         (
@@ -323,7 +329,7 @@ def test_validation_errors(
             b"+to+perform+operation+for+target+entity&result=ERROR",
         ),
     ],
-    ids=["PAY not permitted", "merchant mismatch"],
+    ids=["operation not permitted", "merchant mismatch"],
 )
 def test_real_error_bodies_byte_for_byte(
     gateway: EmbeddedGateway, fields: dict[str, str], body: bytes
@@ -348,7 +354,7 @@ GARBAGE = {
 @pytest.mark.parametrize("body", GARBAGE.values(), ids=GARBAGE.keys())
 def test_garbage_bodies(gateway: EmbeddedGateway, body: bytes) -> None:
     """A body that is not valid NVP is 400 INVALID_REQUEST, naming no field."""
-    reply = gateway.handle(VERSION, body)
+    reply = answered(gateway.handle(VERSION, body))
     assert reply.status == 400
     assert nvp.decode(reply.body) == NOT_NVP
 
@@ -422,7 +428,7 @@ def test_check_order(
     gateway: EmbeddedGateway, body: bytes, version: str, status: int, explanation: str
 ) -> None:
     """With several faults, the one MPGS checks first is the one reported."""
-    reply = gateway.handle(version, body)
+    reply = answered(gateway.handle(version, body))
     assert reply.status == status
     assert nvp.decode(reply.body)["error.explanation"].startswith(explanation)
 
@@ -444,7 +450,7 @@ def post_with(
     gateway: EmbeddedGateway, fields: Mapping[str, str], certificate: str
 ) -> tuple[int, dict[str, str]]:
     """One request through the in-process face with a verified certificate's CN."""
-    reply = gateway.handle(VERSION, nvp.encode(fields), certificate=certificate)
+    reply = answered(gateway.handle(VERSION, nvp.encode(fields), certificate=certificate))
     return reply.status, nvp.decode(reply.body)
 
 
@@ -491,7 +497,8 @@ def test_certificate_authentication(
     """A verified certificate's CN vouches for the merchant the request names; a password that
     is sent must still be right; anything else is the gateway's 401."""
     gateway = EmbeddedGateway(CERT_ACCOUNTS)
-    assert gateway.handle(VERSION, nvp.encode(fields), certificate=certificate).status == status
+    answer = answered(gateway.handle(VERSION, nvp.encode(fields), certificate=certificate))
+    assert answer.status == status
 
 
 def test_a_certificate_for_one_merchant_cannot_ask_for_another() -> None:
@@ -593,9 +600,9 @@ def test_password_never_in_a_reply_or_repr(gateway: EmbeddedGateway) -> None:
         *BAD_CREDENTIALS.values(),
         *(fields for fields, _ in VALIDATION_ERRORS.values()),
     ]
-    replies = [gateway.handle(VERSION, nvp.encode(r)) for r in requests]
-    replies += [gateway.handle("0", nvp.encode(GOOD))]
-    replies += [gateway.handle(VERSION, body) for body in GARBAGE.values()]
+    replies = [answered(gateway.handle(VERSION, nvp.encode(r))) for r in requests]
+    replies += [answered(gateway.handle("0", nvp.encode(GOOD)))]
+    replies += [answered(gateway.handle(VERSION, body)) for body in GARBAGE.values()]
     for reply in replies:
         assert_no_password(reply.body)
     assert_no_password(repr(gateway))
@@ -638,7 +645,7 @@ def test_construction_is_validated(
 @given(st.text(max_size=12), st.binary(max_size=256))
 def test_any_input_gets_an_nvp_answer(version: str, body: bytes) -> None:
     """Whatever the version and body, handle answers valid NVP with a result; it never raises."""
-    reply = EmbeddedGateway(ACCOUNTS).handle(version, body)
+    reply = answered(EmbeddedGateway(ACCOUNTS).handle(version, body))
     assert reply.status in {201, 400, 401}
     assert "result" in nvp.decode(reply.body)
 
@@ -685,7 +692,7 @@ async def test_http_face_answers_like_the_in_process_one(
         assert r.status == status
         assert r.headers["Content-Type"] == nvp.CONTENT_TYPE
         fields = nvp.decode(await r.read())
-    expected = nvp.decode(EmbeddedGateway(ACCOUNTS).handle(VERSION, body).body)
+    expected = nvp.decode(answered(EmbeddedGateway(ACCOUNTS).handle(VERSION, body)).body)
     if status == 201:  # fresh random values each time; the rest must match
         assert SESSION_ID.fullmatch(fields.pop("session.id"))
         assert len(fields.pop("session.version")) == 10

@@ -24,6 +24,7 @@ from tests.test_embedded import (
     PASSWORD,
     VERSION,
     FakeClock,
+    answered,
     assert_no_password,
     field_error,
 )
@@ -137,7 +138,7 @@ async def open_face(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIt
         if request.param == "in-process":
 
             async def in_process(fields: Mapping[str, str], version: str) -> Reply:
-                reply = gateway.handle(version, nvp.encode(fields))
+                reply = answered(gateway.handle(version, nvp.encode(fields)))
                 return reply.status, nvp.decode(reply.body)
 
             return Face(gateway, in_process)
@@ -651,11 +652,13 @@ AMOUNT_LIKE = st.from_regex(r"[-+]?[0-9]{0,16}(\.[0-9]{0,4})?([eE][0-9])?", full
 def test_gateway_accepts_exactly_the_amounts_of_the_oracle(text: str) -> None:
     """For any text as order.amount, the gateway stores it if and only if the oracle accepts it."""
     gateway = EmbeddedGateway(ACCOUNTS)
-    created = gateway.handle(
-        VERSION,
-        nvp.encode(
-            {"apiOperation": "CREATE_SESSION", **CREDENTIALS[MERCHANT], "merchant": MERCHANT}
-        ),
+    created = answered(
+        gateway.handle(
+            VERSION,
+            nvp.encode(
+                {"apiOperation": "CREATE_SESSION", **CREDENTIALS[MERCHANT], "merchant": MERCHANT}
+            ),
+        )
     )
     session_id = nvp.decode(created.body)["session.id"]
     update = {
@@ -666,5 +669,5 @@ def test_gateway_accepts_exactly_the_amounts_of_the_oracle(text: str) -> None:
         "order.amount": text,
         "order.currency": "EUR",
     }
-    reply = gateway.handle(VERSION, nvp.encode(update))
+    reply = answered(gateway.handle(VERSION, nvp.encode(update)))
     assert (reply.status == 201) == amount_oracle(text)

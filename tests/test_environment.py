@@ -62,7 +62,9 @@ EVERY_VARIABLE: dict[str, tuple[str, object]] = {
 }
 # A client key alone is refused, as in the file: its row comes with a certificate.
 COMPANIONS = {
-    "NVP_ADAPTER_UPSTREAM_CLIENT_KEY_FILE": {"NVP_ADAPTER_UPSTREAM_CLIENT_CERT_FILE": "c"}
+    "NVP_ADAPTER_UPSTREAM_CLIENT_KEY_FILE": {"NVP_ADAPTER_UPSTREAM_CLIENT_CERT_FILE": "c"},
+    # Workers refuse the embedded upstream.
+    "NVP_ADAPTER_SERVER_WORKERS": {"NVP_ADAPTER_UPSTREAM_URL": "http://127.0.0.1:9"},
 }
 
 

@@ -20,6 +20,7 @@ from adapter.core.errors import RequestInvalid
 from adapter.core.schema import OPERATIONS
 from adapter.embedded import EmbeddedGateway, start_http_gateway
 from tests.conftest import MERCHANT, PASSWORD, fail, make_settings
+from tests.test_embedded import answered
 
 if TYPE_CHECKING:  # the stub type grpc.aio channels give; it exists for type checkers only
     from adapter._proto.mpgs.gateway.v1.session_service_pb2_grpc import (
@@ -127,16 +128,18 @@ async def test_an_unknown_session_is_not_found(adapter: Stub) -> None:
 
 GATEWAY = EmbeddedGateway(ACCOUNTS)
 _CREATED = nvp.decode(
-    GATEWAY.handle(
-        "100",
-        nvp.encode(
-            {
-                "apiOperation": "CREATE_SESSION",
-                "apiUsername": f"merchant.{MERCHANT}",
-                "apiPassword": PASSWORD,
-                "merchant": MERCHANT,
-            }
-        ),
+    answered(
+        GATEWAY.handle(
+            "100",
+            nvp.encode(
+                {
+                    "apiOperation": "CREATE_SESSION",
+                    "apiUsername": f"merchant.{MERCHANT}",
+                    "apiPassword": PASSWORD,
+                    "merchant": MERCHANT,
+                }
+            ),
+        )
     ).body
 )
 
@@ -153,7 +156,7 @@ def gateway_takes(amount: str) -> bool:
             "order.currency": "AUD",
         }
     )
-    return nvp.decode(GATEWAY.handle("100", body).body)["result"] == "SUCCESS"
+    return nvp.decode(answered(GATEWAY.handle("100", body)).body)["result"] == "SUCCESS"
 
 
 def adapter_sends(amount: str) -> bool:

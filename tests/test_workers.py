@@ -2,7 +2,9 @@
 
 Which worker answered a call is read from the access lines, which every worker marks with its
 ``worker`` number; the workers themselves are found in the process list, as the supervisor's
-children.
+children. Workers refuse the embedded upstream (each would have its own), so they serve from a
+standalone gateway (``nvp-adapter gateway``'s ``StandaloneGateway``) on loopback HTTP, run in the
+test's own event loop.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import re
 import signal
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -23,7 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
-from adapter.config import DEMO_MERCHANT, LogSettings
+from adapter.config import DEMO_MERCHANT, LogSettings, Settings
+from adapter.embedded.standalone import StandaloneGateway
 from adapter.observability.logs import configure_logging
 from tests.test_cli import Process, Start, nvp_adapter, run
 
@@ -79,9 +83,21 @@ async def read_until(server: Process, pattern: str, count: int = 1) -> list[str]
     return matching
 
 
-async def start_workers(nvp_adapter: Start, *args: str) -> tuple[Process, list[int]]:
-    """``serve --workers 2`` on loopback port 0; the supervisor and its two workers' pids."""
-    server = await nvp_adapter("serve", "--listen", "127.0.0.1:0", "--workers", "2", *args)
+@pytest.fixture
+async def gateway_url() -> AsyncIterator[str]:
+    """A standalone gateway with the demo merchant on loopback HTTP; its base URL."""
+    async with StandaloneGateway(Settings(), "127.0.0.1", 0) as gateway:
+        yield f"http://127.0.0.1:{gateway.port}"
+
+
+async def start_workers(
+    nvp_adapter: Start, gateway_url: str, *args: str
+) -> tuple[Process, list[int]]:
+    """``serve --workers 2`` on loopback port 0, its upstream the gateway at ``gateway_url``;
+    the supervisor and its two workers' pids."""
+    server = await nvp_adapter(
+        "serve", "--listen", "127.0.0.1:0", "--workers", "2", "--upstream", gateway_url, *args
+    )
     workers = children(server.proc.pid)
     assert len(workers) == 2, workers
     return server, workers
@@ -107,14 +123,14 @@ def config(tmp_path: Path, text: str) -> str:
 
 
 async def test_two_workers_share_the_port_and_both_answer(
-    nvp_adapter: Start, tmp_path: Path
+    nvp_adapter: Start, gateway_url: str, tmp_path: Path
 ) -> None:
     """Port 0 becomes one port that both workers serve, health_listen's too: calls on 32
     connections are all answered, by both workers (each writes access lines), and SIGTERM
     stops the supervisor and both workers, exit 0. (32 connections all hashed to one of two
     workers would be a 1 in 2**31 chance.)"""
     path = config(tmp_path, '[server]\nhealth_listen = "127.0.0.1:0"\n')
-    server, workers = await start_workers(nvp_adapter, "--config", path)
+    server, workers = await start_workers(nvp_adapter, gateway_url, "--config", path)
     assert "2 workers" in server.first_line
     listening = await read_until(server, r"adapter\.server listening on .* worker=", 2)
     health_addresses = {re.findall(r"health only on (\S+?);", line)[0] for line in listening}
@@ -139,9 +155,32 @@ async def test_two_workers_share_the_port_and_both_answer(
     assert "Traceback" not in err
 
 
-async def test_sighup_reaches_every_worker(nvp_adapter: Start) -> None:
+async def test_a_session_made_through_one_worker_is_known_to_every_worker(
+    nvp_adapter: Start, gateway_url: str
+) -> None:
+    """The workers share one gateway: a session created through one is retrieved through
+    either, on 16 connections answered by both workers (all 16 on one worker: 1 in 2**15)."""
+    server, _ = await start_workers(nvp_adapter, gateway_url)
+    (created,) = await create_sessions(server.address, 1)
+    results = []
+    for _ in range(16):
+        options = [("grpc.use_local_subchannel_pool", 1)]  # a new connection each time
+        async with grpc.aio.insecure_channel(server.address, options=options) as channel:
+            stub = session_service_pb2_grpc.SessionServiceStub(channel)
+            request = pb.RetrieveSessionRequest(
+                merchant=DEMO_MERCHANT, session=pb.SessionRef(id=created.session.id)
+            )
+            results.append((await stub.RetrieveSession(request, timeout=5)).result)
+    code, _, err = await server.stop()
+    assert results == [pb.RESULT_SUCCESS] * 16
+    retrieves = [line for line in err.splitlines() if "RetrieveSession" in line]
+    assert {re.findall(r" worker=(\d+)", line)[0] for line in retrieves} == {"1", "2"}
+    assert code == 0, err
+
+
+async def test_sighup_reaches_every_worker(nvp_adapter: Start, gateway_url: str) -> None:
     """SIGHUP to the supervisor makes each worker reload its files; they go on serving."""
-    server, _ = await start_workers(nvp_adapter)
+    server, _ = await start_workers(nvp_adapter, gateway_url)
     server.proc.send_signal(signal.SIGHUP)
     reloaded = await read_until(server, "reloading secrets and certificates", 2)
     answers = await create_sessions(server.address, 2)
@@ -152,12 +191,12 @@ async def test_sighup_reaches_every_worker(nvp_adapter: Start) -> None:
 
 
 async def test_a_second_signal_stops_every_worker_at_once(
-    nvp_adapter: Start, tmp_path: Path
+    nvp_adapter: Start, gateway_url: str, tmp_path: Path
 ) -> None:
     """A 60-second drain in each worker is cut short by a second SIGINT to the supervisor,
     which then exits 0."""
     path = config(tmp_path, "[server]\ndrain_seconds = 60\n")
-    server, workers = await start_workers(nvp_adapter, "--config", path)
+    server, workers = await start_workers(nvp_adapter, gateway_url, "--config", path)
     server.proc.send_signal(signal.SIGINT)
     await read_until(server, r"draining for 60s", 2)
     server.proc.send_signal(signal.SIGINT)
@@ -165,10 +204,12 @@ async def test_a_second_signal_stops_every_worker_at_once(
     assert await all_gone(workers)
 
 
-async def test_a_worker_that_dies_stops_the_others_and_fails(nvp_adapter: Start) -> None:
+async def test_a_worker_that_dies_stops_the_others_and_fails(
+    nvp_adapter: Start, gateway_url: str
+) -> None:
     """A worker killed under the supervisor is not restarted: the supervisor says which one
     and how it ended, stops the other gracefully, and exits 1."""
-    server, (first, second) = await start_workers(nvp_adapter)
+    server, (first, second) = await start_workers(nvp_adapter, gateway_url)
     os.kill(second, signal.SIGKILL)
     _, err = await asyncio.wait_for(server.proc.communicate(), WAIT)
     assert server.proc.returncode == 1
@@ -178,10 +219,10 @@ async def test_a_worker_that_dies_stops_the_others_and_fails(nvp_adapter: Start)
     assert await all_gone([first])
 
 
-async def test_no_worker_outlives_a_killed_supervisor(nvp_adapter: Start) -> None:
+async def test_no_worker_outlives_a_killed_supervisor(nvp_adapter: Start, gateway_url: str) -> None:
     """SIGKILL to the supervisor (no chance to pass anything on): both workers see their pipe
     end and stop by themselves."""
-    server, workers = await start_workers(nvp_adapter)
+    server, workers = await start_workers(nvp_adapter, gateway_url)
     server.proc.kill()
     await server.proc.wait()
     assert await all_gone(workers)
@@ -198,6 +239,13 @@ REFUSED = {
         {"NVP_ADAPTER_METRICS_LISTEN": "127.0.0.1:0"},
         "NVP_ADAPTER_METRICS_LISTEN: metrics.listen: the counters are per process",
     ),
+    "the embedded gateway": (
+        ["--workers", "2"],
+        {},
+        "server.workers = 2 with the embedded gateway: each worker would have its own, and what "
+        "one worker made the others would not know; run `nvp-adapter gateway` and set "
+        "upstream.url to its URL, or run one worker",
+    ),
     "too many": (["--workers", "65"], {}, "server.workers must be 1 to 64, not 65"),
     "none": (
         [],
@@ -212,19 +260,23 @@ REFUSED = {
 async def test_what_workers_cannot_share_is_refused_in_one_line(
     tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
-    """A Unix socket, one metrics listener for many workers, a count out of 1 to 64: exit 2,
-    one line, before any process starts."""
+    """A Unix socket, one metrics listener for many workers, the embedded gateway split among
+    them, a count out of 1 to 64: exit 2, one line, before any process starts."""
     config(tmp_path, "[upstream]\napi_version = 100\n")
     code, out, err = await run("serve", *[arg.format(folder=tmp_path) for arg in args], env=env)
     assert (code, out, err.count("\n")) == (2, "", 1), err
     assert message.format(folder=tmp_path) in err
 
 
-async def test_a_port_in_use_is_refused_even_to_other_workers(nvp_adapter: Start) -> None:
+async def test_a_port_in_use_is_refused_even_to_other_workers(
+    nvp_adapter: Start, gateway_url: str
+) -> None:
     """SO_REUSEPORT never lets a second `serve --workers 2` join the first's port: exit 2,
     one line; a plain socket on the port is refused alike."""
-    server, _ = await start_workers(nvp_adapter)
-    code, _, err = await run("serve", "--listen", server.address, "--workers", "2")
+    server, _ = await start_workers(nvp_adapter, gateway_url)
+    code, _, err = await run(
+        "serve", "--listen", server.address, "--workers", "2", "--upstream", gateway_url
+    )
     assert (await server.stop())[0] == 0
     assert (code, err.count("\n")) == (2, 1)
     assert err == f"nvp-adapter: error: server.listen: {server.address} is in use\n"
@@ -232,7 +284,9 @@ async def test_a_port_in_use_is_refused_even_to_other_workers(nvp_adapter: Start
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        code, _, err = await run("serve", "--listen", f"127.0.0.1:{port}", "--workers", "2")
+        code, _, err = await run(
+            "serve", "--listen", f"127.0.0.1:{port}", "--workers", "2", "--upstream", gateway_url
+        )
     assert (code, err.count("\n")) == (2, 1)
 
 

@@ -693,6 +693,7 @@ def load_settings(
         if not for_gateway:
             _check_adapter_credentials(settings)
             _check_embedded_exposure(settings, named="url" in layers.document.get("upstream", {}))
+            _check_embedded_workers(settings)
             _check_listeners(settings)
     except ConfigError as exc:
         raise layers.located(exc) from None
@@ -941,6 +942,22 @@ def _check_embedded_exposure(settings: Settings, *, named: bool) -> None:
         f" {server.listen!r} is not a loopback address, and the upstream is the "
         "embedded gateway only by default: set upstream.url to the gateway's URL, or "
         'url = "embedded" to serve the embedded gateway there on purpose',
+    )
+
+
+def _check_embedded_workers(settings: Settings) -> None:
+    """``serve --workers N`` never splits the embedded gateway into N that do not know each other.
+
+    Each worker is a process of its own, with its own in-process gateway: a session or an order
+    made through one would be unknown through the others, at random, by connection.
+    """
+    workers = settings.server.workers
+    _require(
+        workers == 1 or not settings.upstream.is_embedded,
+        "server.workers",
+        f" = {workers} with the embedded gateway: each worker would have its own, and what one "
+        "worker made the others would not know; run `nvp-adapter gateway` and set upstream.url "
+        "to its URL, or run one worker",
     )
 
 

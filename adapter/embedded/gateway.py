@@ -1,5 +1,6 @@
-"""CREATE_SESSION, UPDATE_SESSION and RETRIEVE_SESSION as MPGS answers them, in memory: pure,
-synchronous, no I/O.
+"""An in-memory MPGS: CREATE_SESSION, UPDATE_SESSION and RETRIEVE_SESSION here, the payment
+operations (AUTHORIZE, PAY, CAPTURE, REFUND, VOID, RETRIEVE_TRANSACTION, RETRIEVE_ORDER) in
+``payments.py``; pure, synchronous, no I/O.
 
 >>> gateway = EmbeddedGateway({"TESTMERCHANT": "0123456789abcdef0123456789abcdef"})
 >>> reply = gateway.handle("100", b"apiOperation=CREATE_SESSION&merchant=TESTMERCHANT"
@@ -8,13 +9,19 @@ synchronous, no I/O.
 (201, 'NO_UPDATE')
 
 Checks run in the gateway's order: the body, the API version, the credentials, ``apiOperation``,
-``merchant``, the names of every other field, then what the operation itself needs: for
+``merchant``, the names of every other field, then what the operation itself needs (for the
+payment operations, see ``payments.py``): for
 CREATE_SESSION ``session.authenticationLimit`` and room in the session store; for
 RETRIEVE_SESSION and UPDATE_SESSION the session (``session.id``), and for an update the version
 the caller last saw (``session.version``), then the values it would store. The first failure
 answers, as an NVP error body with ``result=ERROR``; nothing the caller sent as ``apiPassword``
-is ever echoed. Not thread-safe: it is meant to be called from one event loop, where ``handle``
-never awaits.
+is ever echoed, nor any card value. Not thread-safe: it is meant to be called from one event
+loop, where ``handle`` never awaits (which is what makes a payment's check of its (order,
+transaction) pair and its commit one step).
+
+``handle`` answers with a ``Reply``, or with ``AnswerLost`` when the operation was carried out
+and its answer is to be lost (the test hook ``order.reference=TEST-ANSWER-LOST``): each face
+turns that into its own lost answer, the same for both.
 
 A session is the merchant's that created it, under the API version that created it: to another
 merchant, under another version, or after it expired, its id is unknown (``INVALID_REQUEST`` on
@@ -38,11 +45,29 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from adapter.core import nvp
-from adapter.embedded import session_fields, store
+from adapter.embedded import orders, payments, session_fields, store
+from adapter.embedded.answers import (
+    CORRELATION_ID,
+    FAILURE,
+    INVALID,
+    SUCCESS,
+    UNSUPPORTED,
+    AnswerLost,
+    Refused,
+    Request,
+    busy,
+    echo_correlation_id,
+    error,
+    error_fields,
+    invalid,
+    missing,
+    reply,
+    shown,
+)
+from adapter.embedded.orders import OrderLimits
 from adapter.embedded.session_fields import ORDER_AMOUNT, ORDER_CURRENCY
 from adapter.embedded.store import (
     DEFAULT_AUTHENTICATION_LIMIT,
@@ -61,6 +86,7 @@ __all__ = [
     "SESSION_ID_PREFIX",
     "SUPPORTED_API_VERSIONS",
     "UPDATE_SESSION",
+    "AnswerLost",
     "EmbeddedGateway",
     "StoredSession",
     "request_too_large",
@@ -73,19 +99,10 @@ AUTHENTICATION_LIMITS = range(1, 26)
 CREATE_SESSION = "CREATE_SESSION"
 UPDATE_SESSION = "UPDATE_SESSION"
 RETRIEVE_SESSION = "RETRIEVE_SESSION"
-CORRELATION_ID = "correlationId"
 AUTHENTICATION_LIMIT = "session.authenticationLimit"
 SESSION_ID = "session.id"
 SESSION_UPDATE_STATUS = "session.updateStatus"
 SESSION_VERSION = "session.version"
-
-INVALID_REQUEST = "INVALID_REQUEST"
-SERVER_BUSY = "SERVER_BUSY"
-INVALID = "INVALID"
-MISSING = "MISSING"
-UNSUPPORTED = "UNSUPPORTED"
-SUCCESS = "SUCCESS"
-FAILURE = "FAILURE"
 
 _PROTOCOL = frozenset(
     {nvp.API_OPERATION, nvp.API_USERNAME, nvp.API_PASSWORD, nvp.MERCHANT, CORRELATION_ID}
@@ -94,8 +111,10 @@ _ACCEPTED = {
     CREATE_SESSION: _PROTOCOL | {AUTHENTICATION_LIMIT},
     RETRIEVE_SESSION: _PROTOCOL | {SESSION_ID},
     UPDATE_SESSION: _PROTOCOL | {SESSION_ID, SESSION_VERSION},
+    **{operation: _PROTOCOL | names for operation, names in payments.ACCEPTED.items()},
 }
-"""Field names each operation takes; UPDATE_SESSION also takes every session field."""
+"""Field names each operation takes; some also take every session field (``_SESSION_FIELDS``)."""
+_SESSION_FIELDS = payments.TAKES_SESSION_FIELDS | {UPDATE_SESSION}
 # Real operation names get the real gateway's wording: "... PAY request not permitted ...".
 _KNOWN_OPERATIONS = frozenset(
     {
@@ -114,37 +133,20 @@ _KNOWN_OPERATIONS = frozenset(
 )
 # ASCII only: str.isdigit() would also take '²' and Arabic-Indic digits.
 _NUMBER = re.compile(r"[0-9]{1,9}")
-_SHOWN_CHARS = 100  # keeps error.field and error.explanation within the contract's lengths
-_BUSY = "The gateway is busy; try again later."
-
-
-class _Refused(Exception):
-    """Carries the error answer from the check that failed back to ``handle``; never escapes."""
-
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(reply.status)
-        self.reply = reply
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """A request that passed the checks every operation shares."""
-
-    fields: Mapping[str, str]
-    merchant: str
-    api_version: int
-    now: float
 
 
 class EmbeddedGateway:
-    """An in-memory MPGS that knows the session operations; ``accounts`` maps merchant id ->
-    password (None: the merchant is accepted only with its client certificate).
+    """An in-memory MPGS that knows the session and payment operations; ``accounts`` maps
+    merchant id -> password (None: the merchant is accepted only with its client certificate).
 
     The session store's bounds are keyword arguments (see ``StoreLimits`` for the defaults):
     sessions in all and per merchant, each merchant held to its fair share of the whole
     (``store.fair_share``; past it, CREATE_SESSION is ``SERVER_BUSY``), fields
     per session, UTF-8 bytes per value and per session (past these, an update is refused as an
-    ``INVALID_REQUEST`` naming the field). ``clock`` is any monotonic clock in seconds.
+    ``INVALID_REQUEST`` naming the field). The order store's are too (see ``OrderLimits``):
+    orders in all and per merchant, fair shares again, and transactions per order; past them a
+    payment is ``SERVER_BUSY``. ``clock`` is any monotonic clock in seconds (sessions' expiry),
+    ``wall_clock`` the time of day in seconds since the epoch (times in answers, cards' expiry).
 
     >>> EmbeddedGateway({"TESTMERCHANT": "secret"})
     EmbeddedGateway(merchants=['TESTMERCHANT'], sessions=0)
@@ -160,7 +162,11 @@ class EmbeddedGateway:
         max_fields_per_session: int = store.DEFAULT_MAX_FIELDS_PER_SESSION,
         max_value_bytes: int = store.DEFAULT_MAX_VALUE_BYTES,
         max_session_bytes: int = store.DEFAULT_MAX_SESSION_BYTES,
+        max_orders: int = orders.DEFAULT_MAX_ORDERS,
+        max_orders_per_merchant: int = orders.DEFAULT_MAX_ORDERS_PER_MERCHANT,
+        max_transactions_per_order: int = orders.DEFAULT_MAX_TRANSACTIONS_PER_ORDER,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         for merchant, password in accounts.items():
             if not nvp.MERCHANT_ID.fullmatch(merchant):
@@ -178,8 +184,14 @@ class EmbeddedGateway:
         # A copy: later edits to the caller's mapping must not change who may log in.
         self._accounts: dict[str, str | None] = dict(accounts)
         self._limits = limits
-        self._store = SessionStore(limits, merchants=max(1, len(accounts)))
+        merchants = max(1, len(accounts))
+        self._store = SessionStore(limits, merchants=merchants)
+        order_limits = OrderLimits(max_orders, max_orders_per_merchant, max_transactions_per_order)
+        self._payments = payments.Payments(
+            order_limits, merchants=merchants, find_session=self._paying_session
+        )
         self._clock = clock
+        self._wall_clock = wall_clock
         self._decoy = store.random_bytes(16).hex()
 
     def __repr__(self) -> str:
@@ -198,8 +210,22 @@ class EmbeddedGateway:
         """The live session with this id, whoever owns it, or None (never created, or expired)."""
         return self._store.peek(session_id, self._clock())
 
-    def handle(self, version: str, body: bytes, *, certificate: str | None = None) -> Reply:
+    @property
+    def order_count(self) -> int:
+        """How many orders the gateway holds (orders never expire)."""
+        return len(self._payments.orders)
+
+    def order_count_for(self, merchant: str) -> int:
+        """How many orders ``merchant`` holds."""
+        return self._payments.orders.count_for(merchant)
+
+    def handle(
+        self, version: str, body: bytes, *, certificate: str | None = None
+    ) -> Reply | AnswerLost:
         """Answer one ``POST /api/nvp/version/{version}`` with this body; never raises.
+
+        ``AnswerLost`` when the operation was carried out and its answer must not reach the
+        client (``payments.ANSWER_LOST_REFERENCE``).
 
         ``certificate`` is the subject CN of the client's verified TLS certificate, if it sent
         one: it stands in for ``apiPassword`` when it names the merchant the request is for.
@@ -210,8 +236,10 @@ class EmbeddedGateway:
                 return self._create_session(request)
             if operation == UPDATE_SESSION:
                 return self._update_session(request)
-            return self._retrieve_session(request)
-        except _Refused as refused:
+            if operation == RETRIEVE_SESSION:
+                return self._retrieve_session(request)
+            return self._payments.handle(operation, request)
+        except Refused as refused:
             return refused.reply
 
     def set_password(self, merchant: str, password: str) -> None:
@@ -225,20 +253,21 @@ class EmbeddedGateway:
             raise ValueError(f"merchant {merchant!r} has an empty password")
         self._accounts[merchant] = password
 
-    def _admit(self, version: str, body: bytes, certificate: str | None) -> tuple[_Request, str]:
+    def _admit(self, version: str, body: bytes, certificate: str | None) -> tuple[Request, str]:
         """The checks every operation shares, in the gateway's order; the operation asked for."""
         try:
             fields = nvp.decode(body)
         except nvp.NvpDecodeError:
-            raise _error(400, "Request body is not a valid form-encoded NVP body.") from None
+            raise error(400, "Request body is not a valid form-encoded NVP body.") from None
         api_version = _api_version(version)
         authenticated = self._authenticate(fields, certificate)
         operation = _check_operation(fields)
         _check_merchant(fields, authenticated)
         _check_field_names(fields, operation)
-        return _Request(fields, authenticated, api_version, self._clock()), operation
+        now = Request(fields, authenticated, api_version, self._clock(), self._wall_clock())
+        return now, operation
 
-    def _create_session(self, request: _Request) -> Reply:
+    def _create_session(self, request: Request) -> Reply:
         limit = _authentication_limit(request.fields)
         stored = StoredSession(
             request.merchant,
@@ -250,7 +279,7 @@ class EmbeddedGateway:
         try:
             session_id = self._store.add(stored, request.now)
         except StoreFull:
-            raise _error(503, _BUSY, cause=SERVER_BUSY) from None
+            raise busy() from None
         answer = {
             nvp.MERCHANT: request.merchant,
             nvp.RESULT: SUCCESS,
@@ -258,21 +287,21 @@ class EmbeddedGateway:
             SESSION_UPDATE_STATUS: stored.update_status,
             SESSION_VERSION: stored.version,
         }
-        _echo_correlation_id(request.fields, answer)
+        echo_correlation_id(request.fields, answer)
         if limit is not None:  # echoed when asked for; Retrieve Session always shows it
             answer[AUTHENTICATION_LIMIT] = str(limit)
-        return _reply(201, answer)
+        return reply(201, answer)
 
-    def _retrieve_session(self, request: _Request) -> Reply:
+    def _retrieve_session(self, request: Request) -> Reply:
         session_id, stored = self._find_session(request)
-        return _reply(201, _session_answer(request.fields, session_id, stored))
+        return reply(201, _session_answer(request.fields, session_id, stored))
 
-    def _update_session(self, request: _Request) -> Reply:
+    def _update_session(self, request: Request) -> Reply:
         session_id, stored = self._find_session(request)
         expected = request.fields.get(SESSION_VERSION)
         if expected is not None and expected != stored.version:
             # Stale, or not a version at all: nothing changes, not even updateStatus.
-            raise _invalid(SESSION_VERSION, expected)
+            raise invalid(SESSION_VERSION, expected)
         updates = {
             name: value
             for name, value in request.fields.items()
@@ -280,7 +309,7 @@ class EmbeddedGateway:
         }
         try:
             data = self._merged(stored.data, updates)
-        except _Refused:
+        except Refused:
             self._store.replace(session_id, dataclasses.replace(stored, update_status=FAILURE))
             raise
         updated = dataclasses.replace(
@@ -290,18 +319,26 @@ class EmbeddedGateway:
             data=MappingProxyType(data),
         )
         self._store.replace(session_id, updated)
-        return _reply(201, _session_answer(request.fields, session_id, updated))
+        return reply(201, _session_answer(request.fields, session_id, updated))
 
-    def _find_session(self, request: _Request) -> tuple[str, StoredSession]:
+    def _find_session(self, request: Request) -> tuple[str, StoredSession]:
         session_id = request.fields.get(SESSION_ID, "")
         if not session_id:
-            raise _missing(SESSION_ID)
+            raise missing(SESSION_ID)
         stored = None
         if session_fields.SESSION_ID.fullmatch(session_id):
             stored = self._store.get(session_id, request.merchant, request.api_version, request.now)
         if stored is None:  # malformed, never issued, expired, another merchant's: all unknown
-            raise _invalid(SESSION_ID, session_id)
+            raise invalid(SESSION_ID, session_id)
         return session_id, stored
+
+    def _paying_session(self, request: Request) -> StoredSession:
+        """The session a PAY or AUTHORIZE names, at the version the caller last saw if given."""
+        _, stored = self._find_session(request)
+        expected = request.fields.get(SESSION_VERSION)
+        if expected is not None and expected != stored.version:
+            raise invalid(SESSION_VERSION, expected)
+        return stored
 
     def _merged(self, stored: Mapping[str, str], updates: Mapping[str, str]) -> dict[str, str]:
         """The session's fields after ``updates``, or the refusal of the first field at fault.
@@ -313,9 +350,9 @@ class EmbeddedGateway:
         limits = self._limits
         for name, value in updates.items():
             if not session_fields.valid_value(name, value):
-                raise _invalid(name, value)
+                raise invalid(name, value)
             if _size(value) > limits.max_value_bytes:
-                raise _error(
+                raise error(
                     400,
                     f"Value exceeds the {limits.max_value_bytes}-byte limit.",
                     field=name,
@@ -324,10 +361,10 @@ class EmbeddedGateway:
         merged = {**stored, **updates}
         for present, absent in ((ORDER_AMOUNT, ORDER_CURRENCY), (ORDER_CURRENCY, ORDER_AMOUNT)):
             if present in merged and absent not in merged:
-                raise _missing(absent)
+                raise missing(absent)
         if len(merged) > limits.max_fields_per_session:
             first_new = next(name for name in updates if name not in stored)
-            raise _error(
+            raise error(
                 400,
                 f"A session holds at most {limits.max_fields_per_session} fields.",
                 field=first_new,
@@ -339,7 +376,7 @@ class EmbeddedGateway:
             grown = next(
                 name for name, value in updates.items() if _size(value) > _size(stored.get(name))
             )
-            raise _error(
+            raise error(
                 400,
                 f"A session holds at most {limits.max_session_bytes} bytes of fields.",
                 field=grown,
@@ -372,7 +409,7 @@ class EmbeddedGateway:
             matches = hmac.compare_digest(password.encode(), (expected or self._decoy).encode())
             accepted = expected is not None and matches
         if not accepted or claimed is None:
-            raise _Refused(_reply(401, _error_fields("Invalid credentials.")))
+            raise Refused(reply(401, error_fields("Invalid credentials.")))
         return claimed
 
 
@@ -391,13 +428,8 @@ def _session_answer(
             AUTHENTICATION_LIMIT: str(stored.authentication_limit),
         }
     )
-    _echo_correlation_id(fields, answer)
+    echo_correlation_id(fields, answer)
     return answer
-
-
-def _echo_correlation_id(fields: Mapping[str, str], answer: dict[str, str]) -> None:
-    if fields.get(CORRELATION_ID):  # empty is the same as absent
-        answer[CORRELATION_ID] = fields[CORRELATION_ID]
 
 
 def _new_version(current: str) -> str:
@@ -424,48 +456,48 @@ def _check_field_names(fields: Mapping[str, str], operation: str) -> None:
     for name in fields:  # the first one in the body is the one named, as a client sent it
         if name in accepted:
             continue
-        if operation == UPDATE_SESSION and session_fields.is_session_field(name):
+        if operation in _SESSION_FIELDS and session_fields.is_session_field(name):
             continue
-        raise _error(
+        raise error(
             400,
-            f"Unexpected parameter '{_shown(name)}'",
-            field=_shown(name),
+            f"Unexpected parameter '{shown(name)}'",
+            field=shown(name),
             validation_type=UNSUPPORTED,
         )
 
 
 def request_too_large(max_bytes: int) -> Reply:
     """The answer for a body over the HTTP face's cap, in the gateway's own error format."""
-    return _reply(413, _error_fields(f"Request body exceeds the {max_bytes}-byte limit."))
+    return reply(413, error_fields(f"Request body exceeds the {max_bytes}-byte limit."))
 
 
 def _api_version(version: str) -> int:
     if _NUMBER.fullmatch(version) and int(version) in SUPPORTED_API_VERSIONS:
         return int(version)
-    raise _error(400, f"Unsupported API version '{_shown(version)}'.")
+    raise error(400, f"Unsupported API version '{shown(version)}'.")
 
 
 def _check_operation(fields: Mapping[str, str]) -> str:
     operation = fields.get(nvp.API_OPERATION, "")
     if not operation:
-        raise _missing(nvp.API_OPERATION)
+        raise missing(nvp.API_OPERATION)
     if operation not in _ACCEPTED:
-        explanation = f"Value '{_shown(operation)}' is invalid."
+        explanation = f"Value '{shown(operation)}' is invalid."
         if operation in _KNOWN_OPERATIONS:
             words = operation.replace("_", " ").capitalize()
             explanation += f" {words} request not permitted for this merchant."
-        raise _error(400, explanation, field=nvp.API_OPERATION, validation_type=INVALID)
+        raise error(400, explanation, field=nvp.API_OPERATION, validation_type=INVALID)
     return operation
 
 
 def _check_merchant(fields: Mapping[str, str], authenticated: str) -> None:
     merchant = fields.get(nvp.MERCHANT, "")
     if not merchant:
-        raise _missing(nvp.MERCHANT)
+        raise missing(nvp.MERCHANT)
     if not nvp.MERCHANT_ID.fullmatch(merchant):
-        raise _invalid(nvp.MERCHANT, merchant)
+        raise invalid(nvp.MERCHANT, merchant)
     if merchant != authenticated:
-        raise _error(
+        raise error(
             400, "Authenticated entity not authorised to perform operation for target entity"
         )
 
@@ -476,47 +508,4 @@ def _authentication_limit(fields: Mapping[str, str]) -> int | None:
         return None
     if _NUMBER.fullmatch(raw) and int(raw) in AUTHENTICATION_LIMITS:
         return int(raw)
-    raise _invalid(AUTHENTICATION_LIMIT, raw)
-
-
-def _missing(field: str) -> _Refused:
-    return _error(400, f"Missing parameter '{field}'.", field=field, validation_type=MISSING)
-
-
-def _invalid(field: str, value: str) -> _Refused:
-    return _error(400, f"Value '{_shown(value)}' is invalid.", field=field, validation_type=INVALID)
-
-
-def _error(
-    status: int,
-    explanation: str,
-    *,
-    cause: str = INVALID_REQUEST,
-    field: str | None = None,
-    validation_type: str | None = None,
-) -> _Refused:
-    fields = _error_fields(explanation, cause)
-    if field is not None:
-        fields[nvp.ERROR_FIELD] = field
-    if validation_type is not None:
-        fields[nvp.ERROR_VALIDATION_TYPE] = validation_type
-    return _Refused(_reply(status, fields))
-
-
-def _error_fields(explanation: str, cause: str = INVALID_REQUEST) -> dict[str, str]:
-    return {
-        nvp.ERROR_CAUSE: cause,
-        nvp.ERROR_EXPLANATION: explanation,
-        nvp.RESULT: nvp.RESULT_ERROR,
-    }
-
-
-def _reply(status: int, fields: Mapping[str, str]) -> Reply:
-    # MPGS lists its fields in name order; clients must not care, but the bodies then read alike.
-    return Reply(status, nvp.encode(dict(sorted(fields.items()))))
-
-
-def _shown(text: str) -> str:
-    """Caller text fit to quote in an error: clipped, and lone surrogates (from a URL) replaced."""
-    clipped = text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
-    return clipped.encode("utf-8", "replace").decode("utf-8")
+    raise invalid(AUTHENTICATION_LIMIT, raw)

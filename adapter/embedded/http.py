@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+from http import HTTPStatus
 
 from aiohttp import web
 
 from adapter.config import GatewaySettings
 from adapter.core import nvp
 from adapter.embedded.gateway import (
+    AnswerLost,
     EmbeddedGateway,
     known_field,
     request_too_large,
@@ -55,24 +57,35 @@ def create_app(gateway: EmbeddedGateway) -> web.Application:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            reply: Reply = request_too_large(MAX_BODY_BYTES)
+            answer: Reply | AnswerLost = request_too_large(MAX_BODY_BYTES)
         else:
-            reply = gateway.handle(request.match_info["version"], body, certificate=certificate)
+            answer = gateway.handle(request.match_info["version"], body, certificate=certificate)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
-                    "POST %s: %d; fields %s%s",
+                    "POST %s: %s; fields %s%s",
                     request.path,
-                    reply.status,
+                    "answer lost" if isinstance(answer, AnswerLost) else answer.status,
                     _field_names(body),
                     "" if certificate is None else f"; client certificate CN {certificate!r}",
                 )
+        if isinstance(answer, AnswerLost):
+            return _lose(request)
         return web.Response(
-            status=reply.status, body=reply.body, headers={"Content-Type": nvp.CONTENT_TYPE}
+            status=answer.status, body=answer.body, headers={"Content-Type": nvp.CONTENT_TYPE}
         )
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post(ROUTE, post_nvp)
     return app
+
+
+def _lose(request: web.Request) -> web.Response:
+    """Close the connection with no answer (``AnswerLost``): the client sees it end after its
+    request was sent. The response returned is never written: aiohttp finds the transport
+    closing, counts a client that went away, and drops the connection."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=HTTPStatus.NO_CONTENT)
 
 
 def certificate_subject(request: web.BaseRequest) -> str | None:

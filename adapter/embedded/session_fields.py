@@ -12,13 +12,16 @@ code it judges.
 Names: a session holds request fields of the operations that take a session, grouped as MPGS
 groups them (``order.*``, ``billing.*``, ``customer.*``, ``shipping.*``, ``sourceOfFunds.*``,
 ...); a name is the group and one or more camelCase parts, an array element as ``item[0]``.
-Values: the order fields of the contract have their own forms; any other value is 1 or more
-characters of any kind (MPGS's "String"), its size bounded by the store.
+Values: the order fields of the contract have their own forms, and so do the card's
+(``cards.valid_card_value``: a number must pass Luhn); any other value is 1 or more characters
+of any kind (MPGS's "String"), its size bounded by the store.
 """
 
 from __future__ import annotations
 
 import re
+
+from adapter.embedded import cards
 
 __all__ = [
     "ORDER_AMOUNT",
@@ -67,13 +70,6 @@ _AMOUNT = re.compile(r"[0-9]{1,14}(?:\.[0-9]{1,3})?")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _LENGTHS = {"order.id": 40, "order.reference": 40, "order.description": 127}
 
-# Retrieve Session shows card data masked, as MPGS does (first 6 and last 4 digits of the
-# number, the security code as x's); the session keeps the real values for the payment.
-_CARD_NUMBER = "sourceOfFunds.provided.card.number"
-_SECURITY_CODE = "sourceOfFunds.provided.card.securityCode"
-_UNMASKED_HEAD = 6
-_UNMASKED_TAIL = 4
-
 
 def is_session_field(name: str) -> bool:
     """Whether a session may hold a field of this name (``session.*`` is the gateway's own)."""
@@ -87,16 +83,17 @@ def valid_value(name: str, value: str) -> bool:
         return _AMOUNT.fullmatch(value) is not None
     if name == ORDER_CURRENCY:
         return _CURRENCY.fullmatch(value) is not None
+    if cards.is_card_field(name):
+        return cards.valid_card_value(name, value)
     return 1 <= len(value) <= _LENGTHS.get(name, len(value))
 
 
 def shown_value(name: str, value: str) -> str:
-    """The value as Retrieve Session shows it: card data masked, the rest as stored."""
-    if name == _SECURITY_CODE:
+    """The value as Retrieve Session shows it: card data masked as MPGS does (the number's
+    first 6 and last 4 digits, the security code as x's), the rest as stored. The session keeps
+    the real values for the payment."""
+    if name == cards.SECURITY_CODE:
         return "x" * len(value)
-    if name == _CARD_NUMBER:
-        hidden = len(value) - _UNMASKED_HEAD - _UNMASKED_TAIL
-        if hidden < 1:  # too short to be a card number: show none of it
-            return "x" * len(value)
-        return value[:_UNMASKED_HEAD] + "x" * hidden + value[-_UNMASKED_TAIL:]
+    if name == cards.NUMBER:
+        return cards.masked(value)
     return value

@@ -38,6 +38,7 @@ __all__ = [
     "StoreLimits",
     "StoredSession",
     "fair_share",
+    "merchant_share",
     "random_bytes",
     "session_id_chars",
 ]
@@ -116,7 +117,8 @@ class StoredSession:
     expires_at: float
     authentication_limit: int = DEFAULT_AUTHENTICATION_LIMIT
     update_status: str = NO_UPDATE
-    data: Mapping[str, str] = field(default_factory=_no_data, hash=False)
+    # Out of the repr: a session may hold a card's number and security code.
+    data: Mapping[str, str] = field(default_factory=_no_data, hash=False, repr=False)
 
 
 class StoreFull(Exception):
@@ -133,14 +135,27 @@ def fair_share(limits: StoreLimits, merchants: int) -> int:
 
     Raises ValueError when there are more merchants than the store holds sessions.
     """
+    return merchant_share(
+        limits.max_sessions, limits.max_sessions_per_merchant, merchants, what="session"
+    )
+
+
+def merchant_share(total: int, per_merchant: int, merchants: int, *, what: str) -> int:
+    """``fair_share`` for any bounded store: ``total`` items in all, ``per_merchant`` at most
+    for one merchant; ``what`` names an item (its bound is ``max_<what>s``), for the error.
+
+    >>> merchant_share(100_000, 50_000, 3, what="order")
+    33333
+
+    Raises ValueError when there are more merchants than the store holds items.
+    """
     if merchants < 1:
         raise ValueError("a store serves at least one merchant")
-    if merchants > limits.max_sessions:
+    if merchants > total:
         raise ValueError(
-            f"max_sessions ({limits.max_sessions}) leaves no session for each of {merchants} "
-            "merchants"
+            f"max_{what}s ({total}) leaves no {what} for each of {merchants} merchants"
         )
-    return min(limits.max_sessions_per_merchant, limits.max_sessions // merchants)
+    return min(per_merchant, total // merchants)
 
 
 class SessionStore:
