@@ -67,6 +67,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "breaker_failure_threshold": 5,
         "breaker_cooldown_seconds": 10.0,
         "retry_after_max_seconds": 30.0,
+        "reconcile_reserve_seconds": 5.0,
         "idle_timeout_seconds": 4.0,
     },
     "merchants": {"TESTMERCHANT": {"password": "***"}},
