@@ -206,7 +206,8 @@ async def test_a_turned_away_request_is_not_sent_again(
     gateway: PaymentGateway, start: StartPayments, status: int
 ) -> None:
     """A money-moving request the gateway turned away (429, 503) is not retried within the call:
-    UNAVAILABLE with RetryInfo, and one PAY reached the gateway."""
+    UNAVAILABLE with RetryInfo, and one PAY reached the gateway (a 503 is then looked up: see
+    rule 2)."""
     gateway.script("PAY", Fault.http(status, commit=False), times=None)
     adapter = await start()
     failure = await refused(adapter.stub, pay_request())
@@ -223,6 +224,8 @@ LOST_AFTER_COMMIT = {
     "502": Fault.http(502, commit=True),
     "503": Fault.http(503, commit=True),
     "504": Fault.http(504, commit=True),
+    "500": Fault.http(500, commit=True),
+    "200 not NVP": Fault.http(200, commit=True),
 }
 
 
@@ -257,7 +260,23 @@ LOST_BEFORE_COMMIT = {
     "502": Fault.http(502, commit=False),
     "503": Fault.http(503, commit=False),
     "504": Fault.http(504, commit=False),
+    "500": Fault.http(500, commit=False),
+    "200 not NVP": Fault.http(200, commit=False),
 }
+
+
+@pytest.mark.parametrize("status", [403, 429])
+async def test_a_4xx_without_an_nvp_body_is_not_looked_up(
+    gateway: PaymentGateway, start: StartPayments, status: int
+) -> None:
+    """A 4xx without an NVP body (a firewall's page, a rate limit) says the request was not
+    worked on: no lookup, and the one PAY is all the gateway received."""
+    gateway.script("PAY", Fault.http(status, commit=False), times=None)
+    adapter = await start()
+    await refused(adapter.stub, pay_request())
+    assert gateway.received("PAY") == 1
+    assert gateway.received("RETRIEVE_TRANSACTION") == 0
+    assert await reconciliations(adapter.server) == {}
 
 
 @pytest.mark.parametrize("fault", LOST_BEFORE_COMMIT.values(), ids=LOST_BEFORE_COMMIT)

@@ -6,8 +6,8 @@ adapter keeps no state of its own and builds on that alone:
 1. **Never re-sent.** The money-moving request goes out as ``UNSENT_ONLY``: the client sends it
    again only when no byte of it left (``retry.RetryPolicy``).
 2. **Reconciled.** When its outcome is unknown (no answer after the request was written: a read
-   timeout, a reset, an HTTP 502/504 without an NVP body), the pair is retrieved with
-   ``RETRIEVE_TRANSACTION`` in the part of the caller's deadline kept for it
+   timeout, a reset, an HTTP 5xx without an NVP body, an answer that is not NVP), the pair is
+   retrieved with ``RETRIEVE_TRANSACTION`` in the part of the caller's deadline kept for it
    (``reconcile_reserve_seconds``, at most half the time left).
 3. **Replayed.** When the gateway refuses the request naming ``transaction.id`` (the pair is
    taken) or answers ``LOCK_FAILURE``, the pair is retrieved: the same transaction is the answer,
@@ -31,7 +31,8 @@ from adapter.core.errors import (
     TransactionIdReused,
     TransactionNotRecorded,
     UpstreamError,
-    UpstreamFrontFailed,
+    UpstreamHttpStatus,
+    UpstreamProtocolError,
     UpstreamSentAndLost,
 )
 from adapter.observability.metrics import Metrics
@@ -95,8 +96,10 @@ class PaymentCalls:
             if refused.cause == _INVALID_REQUEST and refused.field == _TRANSACTION_ID:
                 return await self._replay(fields, deadline, refused, refused.attempts)
             raise
-        except (UpstreamSentAndLost, UpstreamFrontFailed) as lost:
-            return await self._reconcile(fields, deadline, lost)
+        except (UpstreamSentAndLost, UpstreamHttpStatus, UpstreamProtocolError) as failure:
+            if not _outcome_unknown(failure):
+                raise
+            return await self._reconcile(fields, deadline, failure)
         if answer.fields.get("response.gatewayCode") == _LOCK_FAILURE:
             return await self._replay(fields, deadline, answer, answer.attempts)
         return Settled(answer)
@@ -127,7 +130,7 @@ class PaymentCalls:
             return Settled(_with_attempts(found, attempts), RECONCILED)
         self._count(operation, "UNKNOWN")
         lost.attempts = attempts
-        if isinstance(lost, UpstreamFrontFailed):  # for a payment, a 502 or 504 says "unknown"
+        if not isinstance(lost, UpstreamSentAndLost):  # for a payment, "unknown"
             raise UpstreamSentAndLost(str(lost), attempts=attempts) from lost
         raise lost
 
@@ -201,6 +204,18 @@ def _same_transaction(asked: Mapping[str, str], held: Mapping[str, str]) -> bool
     return held.get("transaction.currency") == asked[prefix + "currency"] and money.same_amount(
         held.get("transaction.amount", ""), asked[prefix + "amount"]
     )
+
+
+def _outcome_unknown(failure: UpstreamError) -> bool:
+    """No valid answer came after the request was written: nothing at all, an HTTP 5xx without
+    an NVP body, or an answer that is not usable HTTP or NVP. A front's 503 may follow a request
+    it forwarded (a proxy whose gateway reset the connection): for a payment it says "unknown",
+    not "turned away". Only a 4xx without an NVP body (a 429, a firewall's 403 page) says the
+    request was not worked on."""
+    if isinstance(failure, UpstreamSentAndLost):
+        return True
+    status = getattr(failure, "http_status", 0)
+    return not (isinstance(status, int) and 400 <= status <= 499)
 
 
 def _holds_none(refused: GatewayRejected) -> bool:
