@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#mpgs/gateway/v1/gateway_error.proto\x12\x0fmpgs.gateway.v1\"\xae\x01\n\x0cGatewayError\x12*\n\x05\x63\x61use\x18\x01 \x01(\x0e\x32\x1b.mpgs.gateway.v1.ErrorCause\x12\x13\n\x0b\x65xplanation\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x14\n\x0csupport_code\x18\x04 \x01(\t\x12\x38\n\x0fvalidation_type\x18\x05 \x01(\x0e\x32\x1f.mpgs.gateway.v1.ValidationType*\xa8\x01\n\nErrorCause\x12\x1b\n\x17\x45RROR_CAUSE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45RROR_CAUSE_INVALID_REQUEST\x10\x01\x12 \n\x1c\x45RROR_CAUSE_REQUEST_REJECTED\x10\x02\x12\x1b\n\x17\x45RROR_CAUSE_SERVER_BUSY\x10\x03\x12\x1d\n\x19\x45RROR_CAUSE_SERVER_FAILED\x10\x04*\x8c\x01\n\x0eValidationType\x12\x1f\n\x1bVALIDATION_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17VALIDATION_TYPE_INVALID\x10\x01\x12\x1b\n\x17VALIDATION_TYPE_MISSING\x10\x02\x12\x1f\n\x1bVALIDATION_TYPE_UNSUPPORTED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#mpgs/gateway/v1/gateway_error.proto\x12\x0fmpgs.gateway.v1\"\xae\x01\n\x0cGatewayError\x12*\n\x05\x63\x61use\x18\x01 \x01(\x0e\x32\x1b.mpgs.gateway.v1.ErrorCause\x12\x13\n\x0b\x65xplanation\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x14\n\x0csupport_code\x18\x04 \x01(\t\x12\x38\n\x0fvalidation_type\x18\x05 \x01(\x0e\x32\x1f.mpgs.gateway.v1.ValidationType*\xa8\x01\n\nErrorCause\x12\x1b\n\x17\x45RROR_CAUSE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45RROR_CAUSE_INVALID_REQUEST\x10\x01\x12 \n\x1c\x45RROR_CAUSE_REQUEST_REJECTED\x10\x02\x12\x1b\n\x17\x45RROR_CAUSE_SERVER_BUSY\x10\x03\x12\x1d\n\x19\x45RROR_CAUSE_SERVER_FAILED\x10\x04*\x8c\x01\n\x0eValidationType\x12\x1f\n\x1bVALIDATION_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17VALIDATION_TYPE_INVALID\x10\x01\x12\x1b\n\x17VALIDATION_TYPE_MISSING\x10\x02\x12\x1f\n\x1bVALIDATION_TYPE_UNSUPPORTED\x10\x03\x42\xa3\x01\n\x1e\x63om.nvpadapter.mpgs.gateway.v1B\x11GatewayErrorProtoP\x01Z4nvp-adapter.example/gen/go/mpgs/gateway/v1;gatewayv1\xaa\x02\x0fMpgs.Gateway.V1\xca\x02\x0fMpgs\\Gateway\\V1\xea\x02\x11Mpgs::Gateway::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mpgs.gateway.v1.gateway_error_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\036com.nvpadapter.mpgs.gateway.v1B\021GatewayErrorProtoP\001Z4nvp-adapter.example/gen/go/mpgs/gateway/v1;gatewayv1\252\002\017Mpgs.Gateway.V1\312\002\017Mpgs\\Gateway\\V1\352\002\021Mpgs::Gateway::V1'
   _globals['_ERRORCAUSE']._serialized_start=234
   _globals['_ERRORCAUSE']._serialized_end=402
   _globals['_VALIDATIONTYPE']._serialized_start=405

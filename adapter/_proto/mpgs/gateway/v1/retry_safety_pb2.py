@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mpgs/gateway/v1/retry_safety.proto\x12\x0fmpgs.gateway.v1\x1a google/protobuf/descriptor.proto*f\n\x0bRetrySafety\x12\x1c\n\x18RETRY_SAFETY_UNSPECIFIED\x10\x00\x12\x1c\n\x18RETRY_SAFETY_UNSENT_ONLY\x10\x01\x12\x1b\n\x17RETRY_SAFETY_REPEATABLE\x10\x02:T\n\x0cretry_safety\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0e\x32\x1c.mpgs.gateway.v1.RetrySafetyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mpgs/gateway/v1/retry_safety.proto\x12\x0fmpgs.gateway.v1\x1a google/protobuf/descriptor.proto*f\n\x0bRetrySafety\x12\x1c\n\x18RETRY_SAFETY_UNSPECIFIED\x10\x00\x12\x1c\n\x18RETRY_SAFETY_UNSENT_ONLY\x10\x01\x12\x1b\n\x17RETRY_SAFETY_REPEATABLE\x10\x02:T\n\x0cretry_safety\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0e\x32\x1c.mpgs.gateway.v1.RetrySafetyB\xa2\x01\n\x1e\x63om.nvpadapter.mpgs.gateway.v1B\x10RetrySafetyProtoP\x01Z4nvp-adapter.example/gen/go/mpgs/gateway/v1;gatewayv1\xaa\x02\x0fMpgs.Gateway.V1\xca\x02\x0fMpgs\\Gateway\\V1\xea\x02\x11Mpgs::Gateway::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mpgs.gateway.v1.retry_safety_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\036com.nvpadapter.mpgs.gateway.v1B\020RetrySafetyProtoP\001Z4nvp-adapter.example/gen/go/mpgs/gateway/v1;gatewayv1\252\002\017Mpgs.Gateway.V1\312\002\017Mpgs\\Gateway\\V1\352\002\021Mpgs::Gateway::V1'
   _globals['_RETRYSAFETY']._serialized_start=89
   _globals['_RETRYSAFETY']._serialized_end=191
 # @@protoc_insertion_point(module_scope)
