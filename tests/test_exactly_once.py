@@ -586,6 +586,7 @@ async def test_a_refusal_of_a_pair_the_gateway_does_not_hold_stands(
     assert [v.field for v in bad_request.field_violations] == ["transaction.id"]
     assert gateway.received("RETRIEVE_TRANSACTION", PAIR) == 1
     assert gateway.count_held() == 0
+    assert await reconciliations(adapter.server) == {("PAY", "NOT_FOUND"): 1}
 
 
 async def test_a_lock_failure_is_replayed_when_the_pair_exists(
@@ -614,6 +615,7 @@ async def test_a_lock_failure_with_nothing_held_is_the_answer(
     assert response.response.gateway_code == pay.GATEWAY_CODE_LOCK_FAILURE
     assert response.result == pb.RESULT_FAILURE
     assert gateway.received("RETRIEVE_TRANSACTION", PAIR) == 1
+    assert await reconciliations(adapter.server) == {("PAY", "NOT_FOUND"): 1}
 
 
 async def test_a_replay_whose_retrieve_fails_is_unknown(

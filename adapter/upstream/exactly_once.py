@@ -149,6 +149,7 @@ class PaymentCalls:
             if not _holds_none(refused):
                 self._count(operation, "UNKNOWN")
                 raise _unresolved(refused, attempts + refused.attempts) from None
+            self._count(operation, "NOT_FOUND")
             if isinstance(refusal, Answer):  # LOCK_FAILURE, and nothing behind it: as answered
                 return Settled(refusal)
             raise refusal from None
