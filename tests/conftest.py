@@ -3,6 +3,7 @@
 - ``scripted_upstream``: an aiohttp server whose every answer a test sets, recording requests.
 - ``start_adapter``: the adapter's own gRPC server in-process, with a stub connected to it.
 - ``fail``: make a call that must fail and unpack its rich status into a ``Failure``.
+- ``access_lines``: what the access log writes, through the real JSON formatter.
 
 ``pytest --event-loop uvloop`` runs every in-process test on uvloop's event loop instead of
 asyncio's (the processes the tests start run on their own default, uvloop where installed).
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
+import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -38,6 +41,7 @@ from adapter.config import (
 )
 from adapter.core import nvp
 from adapter.core.redaction import Secret
+from adapter.observability.logs import json_formatter
 
 if TYPE_CHECKING:  # the stub type grpc.aio channels give; it exists for type checkers only
     from adapter._proto.mpgs.gateway.v1.session_service_pb2_grpc import (
@@ -109,6 +113,21 @@ def make_settings(
             }
         ),
     )
+
+
+@pytest.fixture
+def access_lines() -> Iterator[io.StringIO]:
+    """What ``adapter.access`` writes, through the real JSON formatter, one object a line."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    logger = logging.getLogger("adapter.access")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    yield stream
+    logger.removeHandler(handler)
+    logger.setLevel(previous)
 
 
 StartAdapter = Callable[[Settings], Awaitable["Stub"]]

@@ -7,7 +7,7 @@ import dataclasses
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from adapter.app import build_server
 from adapter.config import CallerSettings, token_digest
 from adapter.core import nvp
 from adapter.observability.access import level_of
-from adapter.observability.logs import TextFormatter, json_formatter
+from adapter.observability.logs import TextFormatter
 from tests.conftest import (
     MERCHANT,
     PASSWORD,
@@ -48,21 +48,6 @@ SUCCESS = {
 }
 BUSY = nvp.encode({"error.cause": "SERVER_BUSY", "error.explanation": "Busy", "result": "ERROR"})
 TOKEN = "access-log-token-0a1b2c"
-
-
-@pytest.fixture
-def access_lines() -> Iterator[io.StringIO]:
-    """What ``adapter.access`` writes, through the real JSON formatter, one object a line."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(json_formatter())
-    logger = logging.getLogger("adapter.access")
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(logging.INFO)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
 
 
 def parsed(stream: io.StringIO) -> list[dict[str, Any]]:

@@ -14,9 +14,8 @@ import asyncio
 import dataclasses
 import io
 import json
-import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from typing import Any
@@ -30,7 +29,6 @@ from adapter._proto.mpgs.gateway.v1 import payment_service_pb2 as pay
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
 from adapter.config import MetricsSettings
-from adapter.observability.logs import json_formatter
 from tests.conftest import MERCHANT, PASSWORD, Failure, make_settings
 from tests.payment_gateway import (
     BUSY,
@@ -75,21 +73,6 @@ async def start(gateway: PaymentGateway) -> AsyncIterator[StartPayments]:
             return await start_payment_adapter(stack, settings)
 
         yield run
-
-
-@pytest.fixture
-def access_lines() -> Iterator[io.StringIO]:
-    """What ``adapter.access`` writes, through the real JSON formatter, one object a line."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(json_formatter())
-    logger = logging.getLogger("adapter.access")
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(logging.INFO)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
 
 
 async def access_line(stream: io.StringIO, count: int = 1) -> dict[str, Any]:
