@@ -3,8 +3,8 @@
 # protoc, protoc-gen-go, protoc-gen-go-grpc and the Go libraries' sources (only those missing),
 # generate the stubs from proto/ into a temporary GOPATH, build the client offline, start
 # `nvp-adapter serve` on a free loopback port (embedded gateway), run the client, stop the adapter
-# with SIGTERM. Exits non-zero if any step failed; leaves no process or file behind. Extra
-# arguments go to the client.
+# with SIGTERM. Exits non-zero if any step failed; leaves no process behind, and nothing but Go's
+# build cache (which makes a repeat run take seconds). Extra arguments go to the client.
 #
 # Offline by construction: Debian installs the libraries' sources under /usr/share/gocode/src, and
 # the build runs in GOPATH mode (GO111MODULE=off) with that folder on GOPATH, beside a temporary
