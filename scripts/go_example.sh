@@ -15,7 +15,8 @@ scripts/bootstrap.sh
 
 # grpc-go and genproto depend on "golang-github-golang-protobuf-1-3-dev | ...-1-5-dev", and apt
 # takes the first: github.com/golang/protobuf 1.3 predates google.golang.org/protobuf, which
-# protoc-gen-go 1.28's output is built on. 1.5 is named so that apt takes it instead.
+# protoc-gen-go 1.28's output is built on (the client builds with it, then grpc-go's codec panics
+# on the first call). 1.5 is named so that apt takes it instead.
 scripts/debian_packages.sh golang-go protobuf-compiler libprotobuf-dev protoc-gen-go \
   protoc-gen-go-grpc golang-google-protobuf-dev golang-google-grpc-dev golang-google-genproto-dev \
   golang-github-golang-protobuf-1-5-dev
