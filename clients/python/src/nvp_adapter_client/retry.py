@@ -35,9 +35,11 @@ be a second charge. The rows, first match wins (``moves_money``: ``Authorize``, 
                                                                                      retry longer)
     ABORTED (SESSION_VERSION_MISMATCH)                   CHECK_FIRST  -              yes: retrieve,
                                                                                      check, decide
-    a payment's INTERNAL or UNKNOWN the adapter did not  CHECK_FIRST  -              no: retrieve
-      explain (reason INTERNAL, UPSTREAM_PROTOCOL_ERROR,                             the
-      or no ErrorInfo)                                                               transaction
+    a payment's failure the adapter did not explain:     CHECK_FIRST  -              no: retrieve
+      reason INTERNAL or UPSTREAM_PROTOCOL_ERROR, or                                 the
+      no ErrorInfo of its own (INTERNAL, UNKNOWN, a                                  transaction
+      RESOURCE_EXHAUSTED answer too large for the
+      client, ...)
     anything else: INVALID_ARGUMENT, UNAUTHENTICATED,    NO           -              yes, but for
       PERMISSION_DENIED, NOT_FOUND, FAILED_PRECONDITION,                             INTERNAL and
       ALREADY_EXISTS, INTERNAL, UNKNOWN, UNIMPLEMENTED,                              UPSTREAM_PRO-
