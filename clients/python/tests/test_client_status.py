@@ -229,12 +229,13 @@ async def test_unknown_retries_later_with_the_same_ids(
 async def test_deadline_exceeded_upstream_timeout_is_unknown(
     gateway: PaymentGateway, start: Start
 ) -> None:
-    """The gateway hangs after paying, and every retrieve too: DEADLINE_EXCEEDED
-    ``UPSTREAM_TIMEOUT`` with ``outcome=UNKNOWN``: retry later, the same ids."""
+    """The gateway hangs after paying past the upstream timeout, and every retrieve loses its
+    answer: DEADLINE_EXCEEDED ``UPSTREAM_TIMEOUT`` with ``outcome=UNKNOWN``: retry later, the same
+    ids. (The upstream timeout, far inside the call's deadline, is what ends the wait.)"""
     gateway.script("PAY", Fault.hang(commit=True))
-    gateway.script("RETRIEVE_TRANSACTION", Fault.hang(commit=False), times=None)
-    stub = (await start(make_settings(gateway.url))).stub
-    failed = await refused(stub.Pay(pay(), timeout=2.0))
+    gateway.script("RETRIEVE_TRANSACTION", Fault.lose(commit=False), times=None)
+    stub = (await start(make_settings(gateway.url, timeout_seconds=0.5))).stub
+    failed = await refused(stub.Pay(pay(), timeout=DEADLINE))
     assert (failed.code, failed.reason, failed.outcome) == (
         grpc.StatusCode.DEADLINE_EXCEEDED,
         "UPSTREAM_TIMEOUT",
