@@ -98,7 +98,7 @@ def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     _run(sys.executable, "-m", "venv", folder / "venv")
     python = folder / "venv" / "bin" / "python"
-    pip = [python, "-m", "pip", "--disable-pip-version-check", "install", "--quiet"]
+    pip: list[str | Path] = [python, "-m", "pip", "--disable-pip-version-check", "install", "-q"]
     lock = ROOT / "requirements" / "client.txt"
     _run(*pip, "--require-hashes", "--only-binary", ":all:", "--no-deps", "-r", lock)
     _run(*pip, "--no-index", "--no-deps", wheel)
