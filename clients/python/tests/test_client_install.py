@@ -5,7 +5,8 @@ The wheel is built by ``scripts/build_client.py`` (which CI's lint step runs too
 is made with ``python -m venv`` and gets ``requirements/client.txt`` (hash-pinned: grpcio,
 protobuf, googleapis-common-protos and what they need) and the wheel, ``--no-deps``. The adapter
 is a separate ``nvp-adapter serve`` process of the development environment on loopback port 0.
-Every step is bounded in time.
+README's Python example ("A first call") is run there too, as written. Every step is bounded in
+time.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.test_cli import Start, nvp_adapter
 __all__ = ["nvp_adapter"]  # the fixture: an `nvp-adapter serve` process, killed afterwards
 
 ROOT = Path(__file__).resolve().parents[3]
+README_ADDRESS = "127.0.0.1:50051"
 STEP_TIMEOUT = 300.0  # an install from an empty pip cache; far above what a step takes
 CALL_TIMEOUT = 60.0
 
@@ -124,6 +126,54 @@ def test_the_fresh_environment_holds_the_client_and_its_three_dependencies(
     }
 
 
+async def _run_in(python: Path, script: Path, *args: str) -> tuple[int, str, str]:
+    """Run ``script`` with ``python`` from the script's folder, bounded; its code and output."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    proc = await asyncio.create_subprocess_exec(
+        python,
+        script,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=script.parent,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), CALL_TIMEOUT)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def readme_example() -> str:
+    """The first ``python`` block of README's "A first call"."""
+    section = (ROOT / "README.md").read_text().split("\n## A first call\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    match = re.search(r"^```python\n(.*?)^```$", section, re.M | re.S)
+    assert match, "README's A first call has no python block"
+    return match[1]
+
+
+async def test_readme_s_python_example_runs_as_written(
+    fresh_python: Path, nvp_adapter: Start, tmp_path: Path
+) -> None:
+    """README's example, with the client alone installed: the new session's id and version, then
+    the failure's code, reason and the advice, as README says it prints them."""
+    example = readme_example()
+    assert README_ADDRESS in example
+    adapter = await nvp_adapter("serve", "--listen", "127.0.0.1:0")
+    script = tmp_path / "first_call.py"
+    script.write_text(example.replace(README_ADDRESS, adapter.address))
+    code, out, err = await _run_in(fresh_python, script)
+    assert code == 0, err
+    assert re.fullmatch(
+        r"SESSION0002[0-9A-Z]{20} [0-9a-f]{10}\nPERMISSION_DENIED MERCHANT_NOT_ALLOWED NO\n", out
+    ), out
+
+
 async def test_a_fresh_environment_calls_the_adapter_and_decodes_a_failure(
     fresh_python: Path, nvp_adapter: Start, tmp_path: Path
 ) -> None:
@@ -133,23 +183,8 @@ async def test_a_fresh_environment_calls_the_adapter_and_decodes_a_failure(
     adapter = await nvp_adapter("serve", "--listen", "127.0.0.1:0")
     script = tmp_path / "caller.py"
     script.write_text(CALLER)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    proc = await asyncio.create_subprocess_exec(
-        fresh_python,
-        script,
-        adapter.address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=tmp_path,
-        env=env,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), CALL_TIMEOUT)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.communicate()
-    assert proc.returncode == 0, err.decode()
+    code, out, err = await _run_in(fresh_python, script, adapter.address)
+    assert code == 0, err
     seen = json.loads(out)
     assert seen["client"].startswith(str(fresh_python.parent.parent))
     assert (seen["adapter"], seen["grpc_status"]) == (False, False)
