@@ -10,7 +10,8 @@ Usage: .venv/bin/python scripts/bench.py [--seconds 5] [--warmup 1] [--rounds 3]
 The servers, each started on loopback port 0 for one run and stopped with SIGTERM after it:
 
 - **bare**: a grpc.aio server whose CreateSession returns a constant CreateSessionResponse, from
-  the generated stubs of ``adapter/_proto`` and nothing else of the adapter;
+  the generated stubs of the client distribution (``nvp_adapter_client``) and nothing of the
+  adapter;
 - **embedded**: ``nvp-adapter serve`` on the in-process embedded gateway;
 - **http**: ``nvp-adapter serve`` against ``nvp-adapter gateway`` over loopback HTTP;
 - **https**: the same over HTTPS, with trustme certificates (``[gateway.tls]`` on the gateway,
@@ -90,8 +91,8 @@ from children import (
     stop_all,
 )
 
-from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
-from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from nvp_adapter_client import session_service_pb2 as pb
+from nvp_adapter_client import session_service_pb2_grpc
 
 SCRIPT = Path(__file__).resolve()
 MERCHANT = "TESTMERCHANT"

@@ -1,4 +1,5 @@
-"""Make ``.venv`` exactly what the lock says, then install the project into it, editable.
+"""Make ``.venv`` exactly what the lock says, then install the project into it, editable: the
+server and its Python client distribution (``clients/python``), which the scripts call it with.
 
 Run by ``scripts/bootstrap.sh`` with the interpreter the virtual environment is made from
 (``python3`` or ``$PYTHON``), before any third-party package exists: the standard library alone.
@@ -32,6 +33,9 @@ LOCK = ROOT / "requirements" / "dev.txt"
 STAMP = VENV / ".nvp-adapter-lock"
 PROJECT_STAMP = VENV / ".nvp-adapter-project"
 MUTEX = ROOT / ".venv.lock"
+# Installed editable, in this order: the server, and the client distribution (its dependencies are
+# the server's too, so the lock holds them).
+PROJECTS = (ROOT, ROOT / "clients" / "python")
 
 
 def _digest(*paths: Path) -> str:
@@ -82,11 +86,12 @@ def main() -> int:
         if _read(STAMP) != stamp or not (VENV / "bin" / "python").exists():
             _build_environment(stamp)
             PROJECT_STAMP.unlink(missing_ok=True)
-        # The project itself, editable, built by the locked setuptools (no isolated build
-        # environment, which would fetch an unpinned one). Again whenever pyproject.toml changes.
-        project = f"{_digest(ROOT / 'pyproject.toml')}\n"
+        # The projects themselves, editable, built by the locked setuptools (no isolated build
+        # environment, which would fetch an unpinned one). Again whenever a pyproject.toml changes.
+        project = f"{_digest(*(p / 'pyproject.toml' for p in PROJECTS))}\n"
         if _read(PROJECT_STAMP) != project:
-            _pip("--no-deps", "--no-build-isolation", "--editable", str(ROOT))
+            editable = [arg for p in PROJECTS for arg in ("--editable", str(p))]
+            _pip("--no-deps", "--no-build-isolation", *editable)
             PROJECT_STAMP.write_text(project)
     return 0
 

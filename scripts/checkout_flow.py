@@ -48,18 +48,19 @@ from grpc_calls import (
     uses_connection_arguments,
 )
 
-from adapter._proto.mpgs.gateway.v1 import payment_service_pb2 as pay
-from adapter._proto.mpgs.gateway.v1 import payment_service_pb2_grpc, session_service_pb2_grpc
-from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
 from adapter.app import build_server
 from adapter.config import DEMO_MERCHANT, LogSettings, ServerSettings, Settings
 from adapter.observability.logs import configure_logging
+from nvp_adapter_client import OUTCOME_TRAILER, PaymentServiceStub, SessionServiceStub
+from nvp_adapter_client import outcome as told_by
+from nvp_adapter_client import payment_service_pb2 as pay
+from nvp_adapter_client import session_service_pb2 as pb
 
 if TYPE_CHECKING:  # the stub types grpc.aio channels give; they exist for type checkers only
-    from adapter._proto.mpgs.gateway.v1.payment_service_pb2_grpc import (
+    from nvp_adapter_client.mpgs.gateway.v1.payment_service_pb2_grpc import (
         PaymentServiceAsyncStub as PaymentStub,
     )
-    from adapter._proto.mpgs.gateway.v1.session_service_pb2_grpc import (
+    from nvp_adapter_client.mpgs.gateway.v1.session_service_pb2_grpc import (
         SessionServiceAsyncStub as Stub,
     )
 
@@ -72,7 +73,6 @@ TEST_CARD = "5123450000000008"
 """The MPGS test Mastercard: its expiry date chooses the outcome."""
 TEST_SECURITY_CODE = "100"
 ANSWER_LOST = "TEST-ANSWER-LOST"
-OUTCOME_TRAILER = "nvp-adapter-outcome"
 
 
 class CallFailed(Exception):
@@ -152,8 +152,8 @@ async def main(argv: list[str] | None = None) -> int:
         except OSError as exc:  # a token, CA or certificate file that cannot be read
             print(f"checkout_flow: {exc}", file=sys.stderr)
             return 2
-        stub: Stub = session_service_pb2_grpc.SessionServiceStub(channel)
-        payments: PaymentStub = payment_service_pb2_grpc.PaymentServiceStub(channel)
+        stub: Stub = SessionServiceStub(channel)
+        payments: PaymentStub = PaymentServiceStub(channel)
         try:
             checks, session = await checkout(stub, args, metadata)
             if not _report("What the backend checks before it pays:", checks):
@@ -407,8 +407,8 @@ async def pay_flow(
 async def _call(rpc: str, call: grpc.aio.UnaryUnaryCall[Any, _Response]) -> _Response:
     try:
         return await call
-    except grpc.aio.AioRpcError:
-        raise CallFailed(rpc, await describe_failure(call)) from None
+    except grpc.aio.AioRpcError as error:
+        raise CallFailed(rpc, describe_failure(error)) from None
 
 
 async def _call_told(
@@ -416,9 +416,7 @@ async def _call_told(
 ) -> tuple[_Response, str | None]:
     """The answer, and the ``nvp-adapter-outcome`` trailer: how a payment's answer came."""
     response = await _call(rpc, call)
-    trailers = await call.trailing_metadata()
-    told = None if trailers is None else trailers.get(OUTCOME_TRAILER)
-    return response, None if told is None else str(told)
+    return response, told_by(await call.trailing_metadata())
 
 
 def _told(outcome: str | None) -> str:

@@ -16,7 +16,7 @@ import asyncio
 import grpc
 from grpc_calls import add_connection_arguments, call_metadata, describe_failure, open_channel
 
-from adapter._proto.mpgs.gateway.v1 import session_service_pb2, session_service_pb2_grpc
+from nvp_adapter_client import SessionServiceStub, session_service_pb2
 
 
 async def main() -> int:
@@ -27,7 +27,7 @@ async def main() -> int:
     add_connection_arguments(parser)
     args = parser.parse_args()
     async with open_channel(args.target, args) as channel:
-        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        stub = SessionServiceStub(channel)
         call = stub.CreateSession(
             session_service_pb2.CreateSessionRequest(
                 merchant=args.merchant, correlation_id=args.correlation_id
@@ -37,8 +37,8 @@ async def main() -> int:
         )
         try:
             print(await call)
-        except grpc.aio.AioRpcError:
-            print("\n".join(await describe_failure(call)))
+        except grpc.aio.AioRpcError as error:
+            print("\n".join(describe_failure(error)))
             return 1
     return 0
 

@@ -1,5 +1,6 @@
 """What the scripts that call the adapter share: the TLS and token flags, the channel and metadata
-they make, and a failed call's rich status decoded into lines to print.
+they make, and a failed call's rich status, decoded by the client distribution
+(``nvp_adapter_client.failure``), as lines to print.
 
 >>> parser = argparse.ArgumentParser()
 >>> add_connection_arguments(parser)
@@ -11,32 +12,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import grpc
-from google.protobuf import text_format
-from google.protobuf.message import Message
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from google.protobuf import any_pb2, text_format
 
-from adapter._proto.mpgs.gateway.v1 import gateway_error_pb2
+from nvp_adapter_client import failure
 
 __all__ = [
-    "DETAIL_TYPES",
     "add_connection_arguments",
     "call_metadata",
     "describe_failure",
     "open_channel",
     "uses_connection_arguments",
 ]
-
-# The details the adapter attaches to a status (CONTRACT §4); anything else is shown by type URL.
-DETAIL_TYPES: tuple[type[Message], ...] = (
-    error_details_pb2.ErrorInfo,
-    error_details_pb2.BadRequest,
-    error_details_pb2.RetryInfo,
-    gateway_error_pb2.GatewayError,
-)
 
 _CONNECTION_FLAGS = ("token_file", "ca_file", "cert_file", "key_file")
 
@@ -85,18 +73,15 @@ def open_channel(target: str, args: argparse.Namespace) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, credentials)
 
 
-async def describe_failure(call: grpc.aio.UnaryUnaryCall[Any, Any]) -> list[str]:
-    """A failed call as lines: its code and message, then one line per rich detail."""
-    lines = [f"{(await call.code()).name}: {await call.details()}"]
-    status = await rpc_status.aio.from_call(call)
-    for packed in status.details if status is not None else []:
-        for kind in DETAIL_TYPES:
-            if packed.Is(kind.DESCRIPTOR):
-                detail = kind()
-                packed.Unpack(detail)
-                shown = text_format.MessageToString(detail, as_one_line=True, as_utf8=True)
-                lines.append(f"  {kind.DESCRIPTOR.full_name}: {shown}")
-                break
-        else:
-            lines.append(f"  {packed.type_url} (not decoded)")
+def describe_failure(error: grpc.RpcError) -> list[str]:
+    """A failed call as lines: its code and message, then one line per rich detail (a detail of a
+    type the client does not decode, or whose bytes do not parse, by its type URL)."""
+    failed = failure(error)
+    lines = [f"{failed.code.name}: {failed.message}"]
+    for detail in failed.details:
+        if isinstance(detail, any_pb2.Any):
+            lines.append(f"  {detail.type_url} (not decoded)")
+            continue
+        shown = text_format.MessageToString(detail, as_one_line=True, as_utf8=True)
+        lines.append(f"  {detail.DESCRIPTOR.full_name}: {shown}")
     return lines

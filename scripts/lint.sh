@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Static checks: stub drift, ruff (lint and format), mypy --strict (adapter, tests, scripts), hadolint
-# on the Dockerfile, kubernetes-validate --strict on deploy/kubernetes/, buf lint and buf breaking.
+# Static checks: stub drift (the server's and the client's), ruff (lint and format), mypy --strict
+# (adapter, the client, tests, scripts), the client's wheel built and checked, hadolint on the
+# Dockerfile, kubernetes-validate --strict on deploy/kubernetes/, buf lint and buf breaking.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -8,6 +9,8 @@ scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# clients/python as a wheel: every stub with its .pyi, py.typed, three dependencies, no server.
+.venv/bin/python scripts/build_client.py
 .venv/bin/hadolint --failure-threshold warning Dockerfile
 echo "hadolint: clean"
 # Pinned, not the tool's moving default: 1.30 is the oldest Kubernetes the manifests are for.

@@ -8,12 +8,14 @@
 #                                        the ranges still admit, then the suite
 #   scripts/refresh_lock.sh --no-test    compile only
 #
-# The lock is three hash-pinned requirements files, one resolution:
+# The lock is four hash-pinned requirements files, one resolution:
 #   requirements/dev.txt      runtime + otel extra + dev group: what .venv, the tests and CI install
 #   requirements/runtime.txt  runtime alone, the same versions: what the image installs
 #   requirements/build.txt    the build backend (setuptools), the same version: what builds the wheel
+#   requirements/client.txt   the client distribution's dependencies (clients/python), the same
+#                             versions: what a fresh environment with only the client installs
 # uv compiles them (universal: every platform and Python >= 3.11 the project supports); pip installs
-# them with --require-hashes (scripts/bootstrap.sh, the Dockerfile). Commit all three together.
+# them with --require-hashes (scripts/bootstrap.sh, the Dockerfile). Commit all four together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +41,8 @@ build_requires=$(.venv/bin/python -c \
 "${compile[@]}" pyproject.toml --constraints requirements/dev.txt -o requirements/runtime.txt
 printf '%s\n' "$build_requires" \
   | "${compile[@]}" - --constraints requirements/dev.txt -o requirements/build.txt
+"${compile[@]}" clients/python/pyproject.toml --constraints requirements/dev.txt \
+  -o requirements/client.txt
 echo "refresh_lock: requirements/ compiled; changes:"
 git --no-pager diff --stat -- requirements/ || true
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import grpc
 from children import ADAPTER, START_TIMEOUT, Child, kill_all, rss_bytes, start, stop_all
 
-from adapter._proto.mpgs.gateway.v1 import session_service_pb2 as pb
-from adapter._proto.mpgs.gateway.v1 import session_service_pb2_grpc
+from nvp_adapter_client import session_service_pb2 as pb
+from nvp_adapter_client import session_service_pb2_grpc
 
 MERCHANT = "TESTMERCHANT"
 CALL_TIMEOUT = 10.0

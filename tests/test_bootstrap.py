@@ -31,7 +31,8 @@ def _setuptools_entry() -> str:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A folder laid out like the checkout: pyproject.toml, the lock and the bootstrap script."""
+    """A folder laid out like the checkout: pyproject.toml, the client's (clients/python), the
+    lock and the bootstrap script."""
     (tmp_path / "scripts").mkdir()
     shutil.copy2(ROOT / "scripts" / "bootstrap.py", tmp_path / "scripts")
     (tmp_path / "requirements").mkdir()
@@ -40,6 +41,11 @@ def project(tmp_path: Path) -> Path:
         '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
         '[project]\nname = "bootstrap-probe"\nversion = "0"\n'
         "[tool.setuptools]\npy-modules = []\n"
+    )
+    client = tmp_path / "clients" / "python"
+    client.mkdir(parents=True)
+    (client / "pyproject.toml").write_text(
+        (tmp_path / "pyproject.toml").read_text().replace("bootstrap-probe", "bootstrap-client")
     )
     return tmp_path
 

@@ -117,3 +117,19 @@ def test_no_import_circle_between_modules() -> None:
 
     for module in sorted(graph):
         visit(module, [])
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ADAPTER)))
+def test_the_server_never_imports_the_client_distribution(path: Path) -> None:
+    """``nvp_adapter_client`` is for callers: the server keeps its own stubs (``adapter/_proto``)
+    and its image holds no client."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        assert not any(n.split(".")[0] == "nvp_adapter_client" for n in names), (
+            f"{path.relative_to(ADAPTER)}:{node.lineno}"
+        )

@@ -1,4 +1,4 @@
-"""The lock: one resolution in three hash-pinned files, the ranges it satisfies, and this very
+"""The lock: one resolution in four hash-pinned files, the ranges it satisfies, and this very
 environment holding exactly what it names.
 
 The last test is the one that makes a green run mean something: a run in a ``.venv`` with a
@@ -21,6 +21,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 LOCKS = ROOT / "requirements"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+CLIENT_PYPROJECT = tomllib.loads((ROOT / "clients" / "python" / "pyproject.toml").read_text())
 
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)(?P<rest>.*)$")
 _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
@@ -61,6 +62,7 @@ def read_lock(name: str) -> dict[str, Pin]:
 DEV = read_lock("dev.txt")
 RUNTIME = read_lock("runtime.txt")
 BUILD = read_lock("build.txt")
+CLIENT = read_lock("client.txt")
 
 
 def _declared() -> list[tuple[str, Requirement]]:
@@ -88,7 +90,7 @@ def test_every_declared_requirement_is_locked_within_its_range(
     )
 
 
-@pytest.mark.parametrize("name", ["dev.txt", "runtime.txt", "build.txt"])
+@pytest.mark.parametrize("name", ["dev.txt", "runtime.txt", "build.txt", "client.txt"])
 def test_every_locked_file_has_hashes_and_the_lock_names_no_index(name: str) -> None:
     """pip runs with ``--require-hashes``; an index or link line would name a host, so none."""
     pins = read_lock(name)
@@ -99,7 +101,9 @@ def test_every_locked_file_has_hashes_and_the_lock_names_no_index(name: str) -> 
     assert "://" not in text
 
 
-@pytest.mark.parametrize(("name", "lock"), [("runtime.txt", RUNTIME), ("build.txt", BUILD)])
+@pytest.mark.parametrize(
+    ("name", "lock"), [("runtime.txt", RUNTIME), ("build.txt", BUILD), ("client.txt", CLIENT)]
+)
 def test_the_image_and_build_locks_are_the_dev_lock_s_own_versions(
     name: str, lock: dict[str, Pin]
 ) -> None:
@@ -118,9 +122,30 @@ def test_the_runtime_lock_holds_what_the_package_needs_and_no_dev_tool() -> None
         assert tool not in RUNTIME, f"runtime.txt holds the dev tool {tool}"
 
 
+@pytest.mark.parametrize(
+    "requirement", [Requirement(r) for r in CLIENT_PYPROJECT["project"]["dependencies"]], ids=str
+)
+def test_the_client_lock_holds_the_client_s_dependencies_within_their_ranges(
+    requirement: Requirement,
+) -> None:
+    """``requirements/client.txt`` pins each dependency of ``clients/python`` inside its range."""
+    pin = CLIENT.get(canonicalize_name(requirement.name))
+    assert pin is not None, (
+        f"{requirement} is not in client.txt; run scripts/refresh_lock.sh --keep"
+    )
+    assert requirement.specifier.contains(pin.version, prereleases=True), requirement
+
+
+def test_the_client_lock_holds_no_server_dependency() -> None:
+    """A fresh environment with the client alone gets grpcio, protobuf, googleapis-common-protos
+    and what they need: nothing of the server's own (aiohttp, grpcio-status, ...)."""
+    for name in ("aiohttp", "grpcio-status", "grpcio-health-checking", "cattrs", "pytest"):
+        assert name not in CLIENT, f"client.txt holds {name}"
+
+
 # Not named by the lock, and rightly so: the installer the interpreter's venv module brings, and
-# the project itself (installed editable from the checkout).
-_NOT_LOCKED = frozenset({"pip", "nvp-adapter"})
+# the project itself and its client distribution (both installed editable from the checkout).
+_NOT_LOCKED = frozenset({"pip", "nvp-adapter", "nvp-adapter-client"})
 
 
 def test_this_environment_holds_exactly_the_locked_distributions() -> None:
