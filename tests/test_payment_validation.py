@@ -364,3 +364,27 @@ async def test_a_float_is_never_made_of_an_amount(
         await expect_sent(
             adapter, scripted_upstream, pay_request(amount=amount), {"order.amount": amount}
         )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sourceOfFunds.provided.card.number",
+        "sourceOfFunds.provided.card.securityCode",
+        "sourceOfFunds.provided.card.SECURITYCODE",
+    ],
+)
+async def test_a_payment_carries_no_card_data(
+    key: str, adapter: PaymentAdapter, scripted_upstream: ScriptedUpstream
+) -> None:
+    """The card comes from the session: a payment whose extra fields carry a card's number or
+    security code is refused naming that key, and nothing reaches the gateway; another
+    ``sourceOfFunds`` field (a token, the type) goes through as any extra field."""
+    request = pay_request(extra_fields={key: "5123450000000008"})
+    await expect_refused(adapter, scripted_upstream, request, {f"extra_fields[{key}]"})
+    await expect_sent(
+        adapter,
+        scripted_upstream,
+        pay_request(extra_fields={"sourceOfFunds.type": "CARD"}),
+        {"sourceOfFunds.type": "CARD"},
+    )

@@ -56,6 +56,7 @@ __all__ = [
     "Redactor",
     "Secret",
     "mask_card_number",
+    "names_card_secret",
     "names_password",
     "scrub_error_answer",
     "scrub_field",
@@ -108,7 +109,7 @@ def _passes_luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _names_card_secret(name: str) -> bool:
+def names_card_secret(name: str) -> bool:
     """Whether a field name is a card's number or security code (``...card.number``,
     ``...securityCode``), in any case."""
     lowered = name.lower()
@@ -149,7 +150,7 @@ def scrub_error_answer(fields: Mapping[str, str]) -> dict[str, str]:
     }
     culprit = fields.get(nvp.ERROR_FIELD, "")
     if nvp.ERROR_EXPLANATION in scrubbed and (
-        names_password(culprit) or _names_card_secret(culprit)
+        names_password(culprit) or names_card_secret(culprit)
     ):
         scrubbed[nvp.ERROR_EXPLANATION] = REDACTED
     return scrubbed

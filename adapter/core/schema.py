@@ -35,7 +35,7 @@ from adapter._proto.mpgs.gateway.v1 import (
 )
 from adapter.core import money, nvp
 from adapter.core.errors import RequestInvalid
-from adapter.core.redaction import scrub_unmodelled
+from adapter.core.redaction import names_card_secret, scrub_unmodelled
 
 __all__ = [
     "EXTRA_FIELDS",
@@ -136,13 +136,15 @@ class Rules:
 
     ``values``: each modelled name's form; ``required``: names set wherever a request models
     them; ``together``: pairs set both or neither; ``priced``: (amount, currency) pairs whose
-    amount is above zero and has no more decimals than the currency's ISO 4217 minor unit.
+    amount is above zero and has no more decimals than the currency's ISO 4217 minor unit;
+    ``no_card_data``: no extra field may name a card's number or security code.
     """
 
     values: Mapping[str, ValueRule]
     required: frozenset[str]
     together: tuple[tuple[str, str], ...]
     priced: tuple[tuple[str, str], ...] = ()
+    no_card_data: bool = False
 
 
 SESSION_RULES = Rules(VALUE_RULES, REQUIRED, TOGETHER)
@@ -154,9 +156,11 @@ PAYMENT_RULES = Rules(
     | {name for pair in _PRICES for name in pair},
     _PRICES,
     _PRICES,
+    no_card_data=True,
 )
 """CONTRACT §9: every id, amount and currency a payment operation models is required; the
-optional ones are ``correlationId``, ``session.version`` and the references and description."""
+optional ones are ``correlationId``, ``session.version`` and the references and description. The
+card comes from the session, never through the API: a payment's extra fields may not carry one."""
 MAX_EXTRA_FIELDS = 100
 MAX_EXTRA_VALUE_LENGTH = 1024
 _NVP_NAME = re.compile(r"[A-Za-z0-9]+(\[[0-9]+\])?(\.[A-Za-z0-9]+(\[[0-9]+\])?)*")
@@ -380,6 +384,12 @@ class Operation:
                 raise RequestInvalid(EXTRA_FIELDS, f"at most {MAX_EXTRA_FIELDS} entries")
             for key, value in extra.items():
                 check_extra_key(key, self.reserved)
+                if rules.no_card_data and names_card_secret(key):
+                    raise RequestInvalid(
+                        f"{EXTRA_FIELDS}[{key}]",
+                        "card data comes from the session (the payer's browser puts it there), "
+                        "never through a payment request",
+                    )
                 check_extra_value(key, value)
                 fields[key] = value
         return fields
