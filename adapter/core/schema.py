@@ -320,27 +320,24 @@ class Operation:
     reserved: frozenset[str]  # names a caller may not set through extra_fields
     repeatable: bool  # the proto declares RETRY_SAFETY_REPEATABLE: see adapter/retry.py
     rules: Rules
-    service: str  # the service's full name, ``mpgs.gateway.v1.PaymentService``
+    moves_money: bool
+    """Not repeatable, and named by the pair (``order.id``, ``transaction.id``): an operation
+    whose lost answer is found again by retrieving the pair (CONTRACT §9)."""
 
     @classmethod
     def for_method(cls, method: MethodDescriptor, rules: Rules = SESSION_RULES) -> Operation:
         request = MessageSchema(method.input_type)
+        repeatable = retry_safety(method) == retry_safety_pb2.RETRY_SAFETY_REPEATABLE
         return cls(
             rpc_name=method.name,
             api_operation=_upper_snake(method.name),
             request=request,
             response=MessageSchema(method.output_type),
             reserved=nvp.ADAPTER_OWNED | {nvp.MERCHANT} | request.names,
-            repeatable=retry_safety(method) == retry_safety_pb2.RETRY_SAFETY_REPEATABLE,
+            repeatable=repeatable,
             rules=rules,
-            service=method.containing_service.full_name,
+            moves_money=not repeatable and {"order.id", "transaction.id"} <= request.names,
         )
-
-    @property
-    def moves_money(self) -> bool:
-        """Not repeatable, and named by the pair (``order.id``, ``transaction.id``): an operation
-        whose lost answer is found again by retrieving the pair (CONTRACT §9)."""
-        return not self.repeatable and {"order.id", "transaction.id"} <= self.request.names
 
     def parse_request(self, raw: bytes) -> Message:
         """The request message from its wire bytes; ``RequestInvalid`` if they do not parse."""
