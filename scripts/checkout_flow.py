@@ -36,7 +36,6 @@ import contextlib
 import secrets
 import sys
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -50,6 +49,7 @@ from grpc_calls import (
 
 from adapter.app import build_server
 from adapter.config import DEMO_MERCHANT, LogSettings, ServerSettings, Settings
+from adapter.core.money import same_amount
 from adapter.observability.logs import configure_logging
 from nvp_adapter_client import OUTCOME_TRAILER, PaymentServiceStub, SessionServiceStub
 from nvp_adapter_client import outcome as told_by
@@ -266,7 +266,7 @@ async def checkout(
             f"it is the session created: {session.id}",
         ),
         Check(
-            _same_amount(held.amount, order.amount),
+            same_amount(held.amount, order.amount),
             f"it holds the amount set: {held.amount or '(none)'} (set {order.amount})",
         ),
         Check(
@@ -332,7 +332,7 @@ async def pay_flow(
             f"gateway code {_gateway_code(paid.response.gateway_code)}",
         ),
         Check(
-            _same_amount(paid.transaction.amount, args.amount),
+            same_amount(paid.transaction.amount, args.amount),
             f"amount {paid.transaction.amount} {paid.transaction.currency} "
             f"(asked {args.amount} {args.currency})",
         ),
@@ -390,7 +390,7 @@ async def pay_flow(
     print(f"   RetrieveOrder   order {held.id} {_status(held.status)}  transactions {kinds}")
     checks.append(
         Check(
-            _same_amount(held.total_captured_amount, args.amount),
+            same_amount(held.total_captured_amount, args.amount),
             f"the order holds one capture of the amount: captured {held.total_captured_amount}, "
             f"transactions {', '.join(kinds)}",
         )
@@ -453,14 +453,6 @@ def _card(fields: Any) -> str:
     month = fields.get("sourceOfFunds.provided.card.expiry.month", "?")
     year = fields.get("sourceOfFunds.provided.card.expiry.year", "?")
     return f"{number} {month}/{year}"
-
-
-def _same_amount(held: str, sent: str) -> bool:
-    """Equal as decimals: the gateway may write ``10.50`` back as ``10.5``; never as floats."""
-    try:
-        return Decimal(held) == Decimal(sent)
-    except InvalidOperation:
-        return False
 
 
 def _update_status(value: pb.SessionUpdateStatus.ValueType) -> str:
